@@ -1,0 +1,234 @@
+//! Share options of the module, parsed and validated without smbd.
+//!
+//! smbd hands us each option as the raw string of smb.conf (or nothing); `Config::parse`
+//! turns them into values and says, for every value it could not use, what it used instead,
+//! so that the admin reads the reason in the log and the share still works.
+
+use std::time::Duration;
+
+/// Options under the `aio_fork:` prefix.
+pub const PREFIX: &str = "aio_fork";
+/// The reference C module's option, kept working under its own prefix.
+pub const ERRATIC_PREFIX: &str = "vfs_aio_fork";
+pub const ERRATIC_OPTION: &str = "erratic_testing_mode";
+
+pub const MAX_HELPERS: &str = "max helpers";
+pub const MIN_HELPERS: &str = "min helpers";
+pub const IDLE_TIMEOUT: &str = "idle timeout";
+
+pub const DEFAULT_MAX_HELPERS: u32 = 8;
+pub const DEFAULT_MIN_HELPERS: u32 = 0;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
+/// Upper bound for `max helpers`: each helper is a process with an 8 MiB shared buffer.
+pub const LIMIT_MAX_HELPERS: u32 = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub max_helpers: u32,
+    pub min_helpers: u32,
+    pub idle_timeout: Duration,
+    pub erratic_testing_mode: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_helpers: DEFAULT_MAX_HELPERS,
+            min_helpers: DEFAULT_MIN_HELPERS,
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            erratic_testing_mode: false,
+        }
+    }
+}
+
+/// A value from smb.conf the module could not use, and what it used instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub option: String,
+    pub given: String,
+    pub used: String,
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid value '{}' for '{}' ({}): using {}",
+            self.given, self.option, self.why, self.used
+        )
+    }
+}
+
+impl Config {
+    /// Builds the config from a lookup of raw option strings: `lookup(prefix, option)`
+    /// answers what smb.conf says, or `None` when the option is not set.
+    pub fn parse(lookup: impl Fn(&str, &str) -> Option<String>) -> (Config, Vec<Rejected>) {
+        let mut rejected = Vec::new();
+        let mut cfg = Config {
+            max_helpers: parse_count(&lookup, MAX_HELPERS, DEFAULT_MAX_HELPERS, 1, &mut rejected),
+            min_helpers: parse_count(&lookup, MIN_HELPERS, DEFAULT_MIN_HELPERS, 0, &mut rejected),
+            ..Config::default()
+        };
+        if cfg.min_helpers > cfg.max_helpers {
+            rejected.push(Rejected {
+                option: option_name(MIN_HELPERS),
+                given: cfg.min_helpers.to_string(),
+                used: cfg.max_helpers.to_string(),
+                why: "more than 'aio_fork:max helpers'",
+            });
+            cfg.min_helpers = cfg.max_helpers;
+        }
+        let idle = parse_count(
+            &lookup,
+            IDLE_TIMEOUT,
+            DEFAULT_IDLE_TIMEOUT_SECS as u32,
+            1,
+            &mut rejected,
+        );
+        cfg.idle_timeout = Duration::from_secs(idle.into());
+
+        cfg.erratic_testing_mode = match lookup(ERRATIC_PREFIX, ERRATIC_OPTION) {
+            None => false,
+            Some(s) => parse_bool(&s).unwrap_or_else(|| {
+                rejected.push(Rejected {
+                    option: format!("{ERRATIC_PREFIX}:{ERRATIC_OPTION}"),
+                    given: s.clone(),
+                    used: "no".into(),
+                    why: "not a boolean",
+                });
+                false
+            }),
+        };
+        (cfg, rejected)
+    }
+}
+
+fn option_name(option: &str) -> String {
+    format!("{PREFIX}:{option}")
+}
+
+/// A whole number in `min..=LIMIT_MAX_HELPERS`-ish bounds (idle timeout allows more).
+fn parse_count(
+    lookup: &impl Fn(&str, &str) -> Option<String>,
+    option: &str,
+    default: u32,
+    min: u32,
+    rejected: &mut Vec<Rejected>,
+) -> u32 {
+    let Some(raw) = lookup(PREFIX, option) else {
+        return default;
+    };
+    let max = if option == IDLE_TIMEOUT {
+        u32::MAX
+    } else {
+        LIMIT_MAX_HELPERS
+    };
+    let why = match raw.trim().parse::<i64>() {
+        Ok(v) if v < min as i64 => "too small",
+        Ok(v) if v > max as i64 => "too large",
+        Ok(v) => return v as u32,
+        Err(_) => "not a whole number",
+    };
+    rejected.push(Rejected {
+        option: option_name(option),
+        given: raw,
+        used: default.to_string(),
+        why,
+    });
+    default
+}
+
+/// Samba's boolean spellings (lib/util/util.c: set_boolean).
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Some(true),
+        "no" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> (Config, Vec<Rejected>) {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse(|prefix, opt| map.get(&format!("{prefix}:{opt}")).cloned())
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_set() {
+        let (cfg, rejected) = parse(&[]);
+        assert_eq!(cfg, Config::default());
+        assert_eq!(cfg.max_helpers, 8);
+        assert_eq!(cfg.min_helpers, 0);
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(30));
+        assert!(!cfg.erratic_testing_mode);
+        assert!(rejected.is_empty());
+    }
+
+    #[test]
+    fn valid_values_are_taken() {
+        let (cfg, rejected) = parse(&[
+            ("aio_fork:max helpers", "4"),
+            ("aio_fork:min helpers", " 2 "),
+            ("aio_fork:idle timeout", "5"),
+            ("vfs_aio_fork:erratic_testing_mode", "Yes"),
+        ]);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(cfg.max_helpers, 4);
+        assert_eq!(cfg.min_helpers, 2);
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(5));
+        assert!(cfg.erratic_testing_mode);
+    }
+
+    #[test]
+    fn negative_and_garbage_fall_back_to_defaults_with_a_reason() {
+        let (cfg, rejected) = parse(&[
+            ("aio_fork:max helpers", "-3"),
+            ("aio_fork:idle timeout", "lots"),
+        ]);
+        assert_eq!(cfg.max_helpers, DEFAULT_MAX_HELPERS);
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(30));
+        assert_eq!(rejected.len(), 2);
+        let first = rejected[0].to_string();
+        assert!(first.contains("'-3'") && first.contains("aio_fork:max helpers"));
+        assert!(first.contains("using 8"), "{first}");
+        assert_eq!(rejected[1].why, "not a whole number");
+    }
+
+    #[test]
+    fn zero_max_helpers_is_rejected() {
+        let (cfg, rejected) = parse(&[("aio_fork:max helpers", "0")]);
+        assert_eq!(cfg.max_helpers, DEFAULT_MAX_HELPERS);
+        assert_eq!(rejected[0].why, "too small");
+    }
+
+    #[test]
+    fn huge_max_helpers_is_rejected() {
+        let (cfg, rejected) = parse(&[("aio_fork:max helpers", "100000")]);
+        assert_eq!(cfg.max_helpers, DEFAULT_MAX_HELPERS);
+        assert_eq!(rejected[0].why, "too large");
+    }
+
+    #[test]
+    fn min_above_max_is_clamped_to_max() {
+        let (cfg, rejected) =
+            parse(&[("aio_fork:max helpers", "2"), ("aio_fork:min helpers", "5")]);
+        assert_eq!(cfg.min_helpers, 2);
+        assert_eq!(rejected.len(), 1);
+        assert!(rejected[0].to_string().contains("using 2"));
+    }
+
+    #[test]
+    fn bad_boolean_means_off() {
+        let (cfg, rejected) = parse(&[("vfs_aio_fork:erratic_testing_mode", "maybe")]);
+        assert!(!cfg.erratic_testing_mode);
+        assert_eq!(rejected.len(), 1);
+    }
+}

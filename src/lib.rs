@@ -1,0 +1,116 @@
+//! aio_fork: a Samba VFS module that serves a share's asynchronous reads, writes and
+//! fsyncs through a bounded pool of forked helper processes.
+//!
+//! Layout, by concern:
+//! - `ffi`, `samba`, `vfs_table`: the C ABI (bindgen types, smbd functions resolved at load
+//!   time, the per-interface function tables);
+//! - `vfs_ops`, `request`: the VFS entry points and the tevent requests behind them;
+//! - `pool`, `pool_policy`, `helper_process`: the helper pool (parent side);
+//! - `helper_main`, `protocol`: the helper process (child side) and what crosses the socket;
+//! - `config`, `stats`, `logging`: share options, counters, the bridge into Samba's log.
+
+pub mod config;
+pub mod ffi;
+pub mod helper_main;
+pub mod helper_process;
+pub mod logging;
+pub mod pool;
+pub mod pool_policy;
+pub mod protocol;
+pub mod request;
+pub mod samba;
+pub mod stats;
+pub mod vfs_ops;
+pub mod vfs_table;
+
+use std::ffi::{c_void, CStr, CString};
+
+/// The module's entry point: smbd calls it once when it loads `vfs/<name>.so`.
+///
+/// # Safety
+/// Called by smbd's module loader with its talloc context.
+#[no_mangle]
+pub unsafe extern "C" fn samba_init_module(_ctx: *mut c_void) -> ffi::NTSTATUS {
+    vfs_ops::guard(ffi::NT_STATUS_UNSUCCESSFUL, || {
+        // SAFETY: runs inside smbd, whose exported functions `register` resolves.
+        unsafe { register() }
+    })
+}
+
+unsafe fn register() -> ffi::NTSTATUS {
+    if let Ok(debug) = samba::resolve_debug() {
+        logging::install(debug);
+    }
+    let api = match samba::resolve() {
+        Ok(api) => api,
+        Err(e) => {
+            tracing::error!("aio_fork cannot load: {e}");
+            return ffi::NT_STATUS_NOT_SUPPORTED;
+        }
+    };
+    let version = samba::version_string(api);
+    let Some(interface) = vfs_table::interface_for_version(&version) else {
+        tracing::error!(
+            "aio_fork cannot load into Samba {version}: this build knows the VFS interfaces \
+             of Samba 4.17 to 4.22 only"
+        );
+        return ffi::NT_STATUS_NOT_SUPPORTED;
+    };
+    let Some(table) = vfs_table::table_for(interface) else {
+        return ffi::NT_STATUS_NOT_SUPPORTED;
+    };
+    let name = module_name();
+    let Ok(cname) = CString::new(name.as_str()) else {
+        return ffi::NT_STATUS_UNSUCCESSFUL;
+    };
+    let status = (api.smb_register_vfs)(interface, cname.as_ptr(), table);
+    tracing::debug!(
+        name = %name, interface, version = %version, status = format_args!("{status:#x}"),
+        "registered"
+    );
+    status
+}
+
+/// The VFS name to register: the file's own base name (`aio_fork.so` → "aio_fork"), so the
+/// module can also be installed beside Samba's C module, e.g. as `aio_fork_rs.so`.
+fn module_name() -> String {
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads the loader's tables for an address inside this library.
+    let found = unsafe { libc::dladdr(samba_init_module as *const c_void, &mut info) } != 0;
+    if !found || info.dli_fname.is_null() {
+        return "aio_fork".into();
+    }
+    // SAFETY: dladdr returned a NUL-terminated path owned by the loader.
+    let path = unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy();
+    name_from_path(&path)
+}
+
+fn name_from_path(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let base = base.strip_suffix(".so").unwrap_or(base);
+    let base = base.strip_prefix("lib").unwrap_or(base);
+    if base.is_empty() {
+        "aio_fork".into()
+    } else {
+        base.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_from_path;
+
+    #[test]
+    fn registration_name_is_the_file_base_name() {
+        assert_eq!(
+            name_from_path("/usr/lib/x86_64-linux-gnu/samba/vfs/aio_fork.so"),
+            "aio_fork"
+        );
+        assert_eq!(
+            name_from_path("/usr/lib/samba/vfs/aio_fork_rs.so"),
+            "aio_fork_rs"
+        );
+        assert_eq!(name_from_path("target/release/libaio_fork.so"), "aio_fork");
+        assert_eq!(name_from_path(".so"), "aio_fork");
+    }
+}

@@ -1,0 +1,129 @@
+//! The messages between smbd (parent) and a helper, one SOCK_SEQPACKET datagram each.
+//!
+//! A request carries the file descriptor as SCM_RIGHTS; the data itself never crosses the
+//! socket: it sits in the helper's shared buffer (written by the parent before a write,
+//! by the helper during a read). Both sides are the same build in the same address-space
+//! layout, so the messages are plain `repr(C)` structs sent as bytes.
+
+/// What the helper is asked to do.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Read = 1,
+    Write = 2,
+    Fsync = 3,
+}
+
+impl Op {
+    pub fn from_raw(raw: u32) -> Option<Op> {
+        match raw {
+            1 => Some(Op::Read),
+            2 => Some(Op::Write),
+            3 => Some(Op::Fsync),
+            _ => None,
+        }
+    }
+}
+
+/// Request flag: sleep 1-20 ms before the I/O (`vfs_aio_fork:erratic_testing_mode`).
+pub const FLAG_ERRATIC: u32 = 1;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Request {
+    /// Matches the reply to the request; a helper answers each request exactly once.
+    pub seq: u64,
+    pub op: u32,
+    pub flags: u32,
+    pub offset: i64,
+    /// Bytes to read or write at `offset`, at most the shared buffer's size.
+    pub len: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reply {
+    pub seq: u64,
+    /// Bytes transferred (0 for fsync), or `-errno`.
+    pub result: i64,
+    /// Time the helper spent in the I/O calls, in nanoseconds (vfs_aio_state.duration).
+    pub duration_ns: u64,
+}
+
+/// Marker for the plain-old-data message types above.
+///
+/// # Safety
+/// Implementors must be `repr(C)`, without padding, and valid for every bit pattern.
+pub unsafe trait Wire: Copy + Default {}
+// SAFETY: repr(C), only integer fields, sizes are multiples of 8 (no padding).
+unsafe impl Wire for Request {}
+// SAFETY: as above.
+unsafe impl Wire for Reply {}
+
+/// The bytes of a message, as sent on the socket.
+pub fn as_bytes<T: Wire>(msg: &T) -> &[u8] {
+    // SAFETY: Wire types are repr(C) plain integers without padding.
+    unsafe { std::slice::from_raw_parts(msg as *const T as *const u8, std::mem::size_of::<T>()) }
+}
+
+/// Decodes a message; `None` unless `bytes` is exactly one message long.
+pub fn from_bytes<T: Wire>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() != std::mem::size_of::<T>() {
+        return None;
+    }
+    let mut msg = T::default();
+    // SAFETY: lengths are equal and every bit pattern is a valid T (Wire contract).
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), &mut msg as *mut T as *mut u8, bytes.len())
+    };
+    Some(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_have_no_padding() {
+        assert_eq!(std::mem::size_of::<Request>(), 32);
+        assert_eq!(std::mem::size_of::<Reply>(), 24);
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let req = Request {
+            seq: 7,
+            op: Op::Write as u32,
+            flags: FLAG_ERRATIC,
+            offset: i64::MAX - 1,
+            len: 8 << 20,
+        };
+        let back: Request = from_bytes(as_bytes(&req)).unwrap();
+        assert_eq!(back, req);
+        assert_eq!(Op::from_raw(back.op), Some(Op::Write));
+    }
+
+    #[test]
+    fn reply_round_trips_with_negative_errno() {
+        let rep = Reply {
+            seq: 1,
+            result: -(libc::EBADF as i64),
+            duration_ns: 12,
+        };
+        assert_eq!(from_bytes::<Reply>(as_bytes(&rep)), Some(rep));
+    }
+
+    #[test]
+    fn wrong_lengths_are_refused() {
+        let rep = Reply::default();
+        let bytes = as_bytes(&rep);
+        assert_eq!(from_bytes::<Reply>(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(from_bytes::<Request>(bytes), None);
+    }
+
+    #[test]
+    fn unknown_ops_are_refused() {
+        assert_eq!(Op::from_raw(0), None);
+        assert_eq!(Op::from_raw(4), None);
+    }
+}

@@ -1,0 +1,116 @@
+//! The smbd functions the module calls, resolved once at load time with `dlsym`.
+//!
+//! Not linking them keeps one build loadable into several Samba releases (their private
+//! libraries version every symbol per release) and lets unit tests link without smbd.
+
+use crate::ffi;
+use std::ffi::{c_void, CStr};
+use std::sync::OnceLock;
+
+pub struct SambaApi {
+    pub smb_register_vfs: unsafe extern "C" fn(i32, *const i8, *const c_void) -> ffi::NTSTATUS,
+    pub smb_vfs_call_connect: NonNull<ffi::smb_vfs_call_connect_fn>,
+    pub smb_vfs_call_disconnect: NonNull<ffi::smb_vfs_call_disconnect_fn>,
+    pub smb_vfs_call_pread_send: NonNull<ffi::smb_vfs_call_pread_send_fn>,
+    pub smb_vfs_call_pwrite_send: NonNull<ffi::smb_vfs_call_pwrite_send_fn>,
+    pub smb_vfs_call_fsync_send: NonNull<ffi::smb_vfs_call_fsync_send_fn>,
+    pub pread_recv: NonNull<ffi::smb_vfs_rw_recv_fn>,
+    pub pwrite_recv: NonNull<ffi::smb_vfs_rw_recv_fn>,
+    pub fsync_recv: NonNull<ffi::smb_vfs_fsync_recv_fn>,
+    pub fsp_get_io_fd: NonNull<ffi::fsp_get_io_fd_fn>,
+    pub fsp_str_dbg: NonNull<ffi::fsp_str_dbg_fn>,
+    pub lp_parm_const_string: NonNull<ffi::lp_parm_const_string_fn>,
+    pub lp_servicenumber: NonNull<ffi::lp_servicenumber_fn>,
+    pub global_event_context: NonNull<ffi::global_event_context_fn>,
+    pub samba_version_string: NonNull<ffi::samba_version_string_fn>,
+    pub debug: DebugApi,
+}
+
+/// Samba's debug log entry points (libsamba-debug).
+#[derive(Clone, Copy)]
+pub struct DebugApi {
+    pub debug_add_class: NonNull<ffi::debug_add_class_fn>,
+    pub debuglevel_get_class: NonNull<ffi::debuglevel_get_class_fn>,
+    pub dbghdrclass: NonNull<ffi::dbghdrclass_fn>,
+    pub dbgtext: NonNull<ffi::dbgtext_fn>,
+}
+
+/// bindgen's `*_fn` typedefs are `Option<fn>`; this is the resolved, non-null function.
+pub type NonNull<T> = <T as Unwrap>::Fn;
+
+pub trait Unwrap {
+    type Fn: Copy;
+}
+impl<F: Copy> Unwrap for Option<F> {
+    type Fn = F;
+}
+
+static API: OnceLock<SambaApi> = OnceLock::new();
+
+/// The resolved API. Only valid after `resolve()` succeeded (samba_init_module ensures it:
+/// smbd calls no other entry point of a module whose init failed).
+pub fn api() -> &'static SambaApi {
+    API.get()
+        .expect("aio_fork: Samba API used before samba_init_module resolved it")
+}
+
+/// Resolves every function; on failure names the first missing symbol.
+pub fn resolve() -> Result<&'static SambaApi, String> {
+    if let Some(api) = API.get() {
+        return Ok(api);
+    }
+    let api = SambaApi {
+        smb_register_vfs: sym("smb_register_vfs")?,
+        smb_vfs_call_connect: sym("smb_vfs_call_connect")?,
+        smb_vfs_call_disconnect: sym("smb_vfs_call_disconnect")?,
+        smb_vfs_call_pread_send: sym("smb_vfs_call_pread_send")?,
+        smb_vfs_call_pwrite_send: sym("smb_vfs_call_pwrite_send")?,
+        smb_vfs_call_fsync_send: sym("smb_vfs_call_fsync_send")?,
+        pread_recv: sym("SMB_VFS_PREAD_RECV")?,
+        pwrite_recv: sym("SMB_VFS_PWRITE_RECV")?,
+        fsync_recv: sym("SMB_VFS_FSYNC_RECV")?,
+        fsp_get_io_fd: sym("fsp_get_io_fd")?,
+        fsp_str_dbg: sym("fsp_str_dbg")?,
+        lp_parm_const_string: sym("lp_parm_const_string")?,
+        lp_servicenumber: sym("lp_servicenumber")?,
+        global_event_context: sym("global_event_context")?,
+        samba_version_string: sym("samba_version_string")?,
+        debug: resolve_debug()?,
+    };
+    Ok(API.get_or_init(|| api))
+}
+
+/// The debug functions alone: logging can work even when the rest of the API cannot.
+pub fn resolve_debug() -> Result<DebugApi, String> {
+    Ok(DebugApi {
+        debug_add_class: sym("debug_add_class")?,
+        debuglevel_get_class: sym("debuglevel_get_class")?,
+        dbghdrclass: sym("dbghdrclass")?,
+        dbgtext: sym("dbgtext")?,
+    })
+}
+
+/// Looks `name` up in the process (smbd and the libraries it loaded).
+fn sym<F: Copy>(name: &str) -> Result<F, String> {
+    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
+    let cname = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: dlsym with RTLD_DEFAULT and a valid C string only reads the loader's tables.
+    let ptr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, cname.as_ptr()) };
+    if ptr.is_null() {
+        return Err(format!("smbd does not export '{name}'"));
+    }
+    // SAFETY: F is a function pointer type of pointer size (asserted) whose C prototype
+    // in samba-headers/samba_abi.h matches the exported symbol.
+    Ok(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&ptr) })
+}
+
+/// `samba_version_string()`, e.g. "4.17.12-Debian".
+pub fn version_string(api: &SambaApi) -> String {
+    // SAFETY: returns a static C string owned by libsmbconf.
+    let s = unsafe { (api.samba_version_string)() };
+    if s.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null, NUL-terminated, static.
+    unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
+}

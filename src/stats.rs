@@ -1,0 +1,87 @@
+//! Per-share counters, logged when the share is disconnected.
+
+use std::fmt;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub preads: u64,
+    pub pread_bytes: u64,
+    pub pwrites: u64,
+    pub pwrite_bytes: u64,
+    pub fsyncs: u64,
+    /// Helpers forked.
+    pub spawned: u64,
+    /// Idle helpers ended by the idle timeout.
+    pub culled: u64,
+    /// Requests sent again after their helper died.
+    pub retries: u64,
+    /// Requests handed to the next module (no fd, no helper could be had).
+    pub fallbacks: u64,
+    /// Most requests ever waiting for a helper at once.
+    pub queue_max: u64,
+    /// Helpers that died or misbehaved while the pool still wanted them.
+    pub helper_deaths: u64,
+}
+
+impl Stats {
+    pub fn note_queue_len(&mut self, len: usize) {
+        self.queue_max = self.queue_max.max(len as u64);
+    }
+}
+
+impl fmt::Display for Stats {
+    /// One line, `key=value` pairs, stable names: tests and admins parse it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "preads={} pread_bytes={} pwrites={} pwrite_bytes={} fsyncs={} spawned={} \
+             culled={} retries={} fallbacks={} queue_max={} helper_deaths={}",
+            self.preads,
+            self.pread_bytes,
+            self.pwrites,
+            self.pwrite_bytes,
+            self.fsyncs,
+            self.spawned,
+            self.culled,
+            self.retries,
+            self.fallbacks,
+            self.queue_max,
+            self.helper_deaths
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_has_every_counter_in_order() {
+        let s = Stats {
+            preads: 1,
+            pread_bytes: 2,
+            pwrites: 3,
+            pwrite_bytes: 4,
+            fsyncs: 5,
+            spawned: 6,
+            culled: 7,
+            retries: 8,
+            fallbacks: 9,
+            queue_max: 10,
+            helper_deaths: 11,
+        };
+        assert_eq!(
+            s.to_string(),
+            "preads=1 pread_bytes=2 pwrites=3 pwrite_bytes=4 fsyncs=5 spawned=6 culled=7 \
+             retries=8 fallbacks=9 queue_max=10 helper_deaths=11"
+        );
+    }
+
+    #[test]
+    fn queue_max_keeps_the_high_water_mark() {
+        let mut s = Stats::default();
+        s.note_queue_len(3);
+        s.note_queue_len(1);
+        assert_eq!(s.queue_max, 3);
+    }
+}

@@ -1,0 +1,212 @@
+//! The VFS entry points smbd calls. Each catches panics (none may unwind into C) and
+//! answers with an error smbd understands instead.
+//!
+//! The `unsafe extern "C"` functions here share one contract: smbd calls them through the
+//! module's function table with the arguments its VFS layer documents.
+#![allow(clippy::missing_safety_doc)]
+
+use crate::config::Config;
+use crate::ffi;
+use crate::pool::Pool;
+use crate::protocol::Op;
+use crate::request::{self, SendArgs};
+use crate::samba::api;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::rc::Rc;
+
+/// Runs `f`; a panic is logged and turned into `on_panic`.
+pub fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "internal error caught at the smbd boundary");
+            on_panic
+        }
+    }
+}
+
+/// The share's pool, kept in `handle->data`.
+unsafe fn pool_of(handle: *mut ffi::vfs_handle_struct) -> Option<Rc<Pool>> {
+    let data = (*handle).data as *const Rc<Pool>;
+    data.as_ref().cloned()
+}
+
+unsafe extern "C" fn free_pool(data: *mut *mut c_void) {
+    guard((), || {
+        // SAFETY: smbd passes &handle->data, which holds our Box<Rc<Pool>> or NULL.
+        unsafe {
+            let boxed = std::mem::replace(&mut *data, ptr::null_mut()) as *mut Rc<Pool>;
+            if !boxed.is_null() {
+                drop(Box::from_raw(boxed));
+            }
+        }
+    })
+}
+
+pub unsafe extern "C" fn connect(
+    handle: *mut ffi::vfs_handle_struct,
+    service: *const c_char,
+    user: *const c_char,
+) -> libc::c_int {
+    guard(-1, || {
+        // SAFETY: arguments as smbd passed them; next handle per the VFS chain.
+        unsafe {
+            let api = api();
+            let ret = (api.smb_vfs_call_connect)((*handle).next, service, user);
+            if ret < 0 {
+                return ret;
+            }
+            let share = CStr::from_ptr(service).to_string_lossy().into_owned();
+            let snum = (api.lp_servicenumber)(service);
+            let (cfg, rejected) =
+                Config::parse(|prefix, option| share_option(snum, prefix, option));
+            for r in &rejected {
+                tracing::warn!(share = %share, "{r}");
+            }
+            tracing::info!(
+                share = %share,
+                max_helpers = cfg.max_helpers,
+                min_helpers = cfg.min_helpers,
+                idle_timeout_s = cfg.idle_timeout.as_secs(),
+                erratic = cfg.erratic_testing_mode,
+                "aio_fork connected"
+            );
+            let ev = (api.global_event_context)();
+            let pool = Pool::new(share, cfg, ev, request::run_action);
+            (*handle).data = Box::into_raw(Box::new(pool)) as *mut c_void;
+            (*handle).free_data = Some(free_pool);
+            0
+        }
+    })
+}
+
+/// One option's raw smb.conf value for share `snum`, if set.
+unsafe fn share_option(snum: i32, prefix: &str, option: &str) -> Option<String> {
+    let (prefix, option) = (CString::new(prefix).ok()?, CString::new(option).ok()?);
+    let v = (api().lp_parm_const_string)(snum, prefix.as_ptr(), option.as_ptr(), ptr::null());
+    (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+}
+
+pub unsafe extern "C" fn disconnect(handle: *mut ffi::vfs_handle_struct) {
+    guard((), || {
+        // SAFETY: handle as smbd passed it; data is ours (set in connect).
+        unsafe {
+            if let Some(pool) = pool_of(handle) {
+                tracing::info!("aio_fork stats share={} {}", pool.share, pool.stats());
+                drop(pool);
+                if let Some(free) = (*handle).free_data.take() {
+                    free(&mut (*handle).data);
+                }
+            }
+            (api().smb_vfs_call_disconnect)((*handle).next);
+        }
+    })
+}
+
+unsafe fn send(args: SendArgs) -> *mut ffi::tevent_req {
+    guard(ptr::null_mut(), || {
+        // SAFETY: args are what smbd passed to the *_send call.
+        unsafe {
+            let pool = pool_of(args.handle);
+            request::send(args, pool)
+        }
+    })
+}
+
+pub unsafe extern "C" fn pread_send(
+    handle: *mut ffi::vfs_handle_struct,
+    mem_ctx: *mut c_void,
+    ev: *mut ffi::tevent_context,
+    fsp: *mut ffi::files_struct,
+    data: *mut c_void,
+    n: usize,
+    offset: libc::off_t,
+) -> *mut ffi::tevent_req {
+    send(SendArgs {
+        op: Op::Read,
+        handle,
+        mem_ctx,
+        ev,
+        fsp,
+        data: data as *mut u8,
+        len: n,
+        offset,
+    })
+}
+
+pub unsafe extern "C" fn pwrite_send(
+    handle: *mut ffi::vfs_handle_struct,
+    mem_ctx: *mut c_void,
+    ev: *mut ffi::tevent_context,
+    fsp: *mut ffi::files_struct,
+    data: *const c_void,
+    n: usize,
+    offset: libc::off_t,
+) -> *mut ffi::tevent_req {
+    send(SendArgs {
+        op: Op::Write,
+        handle,
+        mem_ctx,
+        ev,
+        fsp,
+        data: data as *mut u8,
+        len: n,
+        offset,
+    })
+}
+
+pub unsafe extern "C" fn fsync_send(
+    handle: *mut ffi::vfs_handle_struct,
+    mem_ctx: *mut c_void,
+    ev: *mut ffi::tevent_context,
+    fsp: *mut ffi::files_struct,
+) -> *mut ffi::tevent_req {
+    send(SendArgs {
+        op: Op::Fsync,
+        handle,
+        mem_ctx,
+        ev,
+        fsp,
+        data: ptr::null_mut(),
+        len: 0,
+        offset: 0,
+    })
+}
+
+unsafe fn recv(req: *mut ffi::tevent_req, aio: *mut ffi::vfs_aio_state) -> isize {
+    guard(-1, || {
+        // SAFETY: req is one of ours (smbd calls the recv of the module whose send ran).
+        unsafe {
+            (*aio).error = libc::EIO; // in case of a panic below
+            request::recv(req, aio)
+        }
+    })
+}
+
+pub unsafe extern "C" fn pread_recv(
+    req: *mut ffi::tevent_req,
+    aio: *mut ffi::vfs_aio_state,
+) -> libc::ssize_t {
+    recv(req, aio)
+}
+
+pub unsafe extern "C" fn pwrite_recv(
+    req: *mut ffi::tevent_req,
+    aio: *mut ffi::vfs_aio_state,
+) -> libc::ssize_t {
+    recv(req, aio)
+}
+
+pub unsafe extern "C" fn fsync_recv(
+    req: *mut ffi::tevent_req,
+    aio: *mut ffi::vfs_aio_state,
+) -> libc::c_int {
+    recv(req, aio) as libc::c_int
+}

@@ -1,0 +1,110 @@
+//! Which VFS interface the running smbd speaks, and the function table for it.
+//!
+//! smbd refuses a module registered with another interface version than its own, and the
+//! table's shape changed at interface 49 (two directory slots removed). One build carries
+//! one table per shape and picks by `samba_version_string()` at load time.
+
+use crate::ffi;
+use crate::vfs_ops;
+use std::ffi::c_void;
+
+/// VFS interface version of a Samba release "major.minor[.patch…]", if known.
+pub fn interface_for_version(version: &str) -> Option<i32> {
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    match (major, minor) {
+        (4, 17) => Some(47),
+        (4, 18) => Some(48),
+        (4, 19..=21) => Some(49),
+        (4, 22) => Some(50),
+        _ => None,
+    }
+}
+
+/// The function table for `interface`, with a lifetime of the process (smbd keeps the
+/// pointer). Slots the module does not fill stay NULL: smbd passes those calls on.
+pub fn table_for(interface: i32) -> Option<*const c_void> {
+    match interface {
+        47 | 48 => Some(Box::leak(Box::new(table_v47())) as *const _ as *const c_void),
+        49 | 50 => Some(Box::leak(Box::new(table_v49())) as *const _ as *const c_void),
+        _ => None,
+    }
+}
+
+macro_rules! fill_table {
+    ($ty:ty) => {{
+        // SAFETY: the table is a struct of nullable pointers; all-zero means "all NULL".
+        let mut t: $ty = unsafe { std::mem::zeroed() };
+        t.connect_fn = Some(vfs_ops::connect);
+        t.disconnect_fn = Some(vfs_ops::disconnect);
+        t.pread_send_fn = Some(vfs_ops::pread_send);
+        t.pread_recv_fn = Some(vfs_ops::pread_recv);
+        t.pwrite_send_fn = Some(vfs_ops::pwrite_send);
+        t.pwrite_recv_fn = Some(vfs_ops::pwrite_recv);
+        t.fsync_send_fn = Some(vfs_ops::fsync_send);
+        t.fsync_recv_fn = Some(vfs_ops::fsync_recv);
+        t
+    }};
+}
+
+fn table_v47() -> ffi::vfs_fn_pointers_v47 {
+    fill_table!(ffi::vfs_fn_pointers_v47)
+}
+
+fn table_v49() -> ffi::vfs_fn_pointers_v49 {
+    fill_table!(ffi::vfs_fn_pointers_v49)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_releases_map_to_their_interface() {
+        assert_eq!(interface_for_version("4.17.12-Debian"), Some(47));
+        assert_eq!(interface_for_version("4.18.0"), Some(48));
+        assert_eq!(interface_for_version("4.19.5"), Some(49));
+        assert_eq!(interface_for_version("4.21.1-SerNet"), Some(49));
+        assert_eq!(
+            interface_for_version("4.22.6-Debian-4.22.6+dfsg-0+deb12u1"),
+            Some(50)
+        );
+    }
+
+    #[test]
+    fn unknown_releases_are_refused() {
+        assert_eq!(interface_for_version("4.16.11"), None);
+        assert_eq!(interface_for_version("4.23.0"), None);
+        assert_eq!(interface_for_version("5.0"), None);
+        assert_eq!(interface_for_version("garbage"), None);
+        assert_eq!(interface_for_version(""), None);
+    }
+
+    #[test]
+    fn tables_have_the_slot_counts_of_their_interface() {
+        let ptr = std::mem::size_of::<*const c_void>();
+        assert_eq!(std::mem::size_of::<ffi::vfs_fn_pointers_v47>(), 100 * ptr);
+        assert_eq!(std::mem::size_of::<ffi::vfs_fn_pointers_v49>(), 98 * ptr);
+    }
+
+    #[test]
+    fn our_slots_sit_where_samba_expects_them() {
+        // Indexes from Samba 4.17's struct vfs_fn_pointers (samba-headers/slots-v47.txt),
+        // shifted by the two removed directory slots for interface 49.
+        let t47 = table_v47();
+        let t49 = table_v49();
+        let slots47 = slot_words(&t47);
+        let slots49 = slot_words(&t49);
+        let filled47: Vec<usize> = (0..100).filter(|&i| slots47[i] != 0).collect();
+        let filled49: Vec<usize> = (0..98).filter(|&i| slots49[i] != 0).collect();
+        assert_eq!(filled47, vec![0, 1, 22, 23, 25, 26, 31, 32]);
+        assert_eq!(filled49, vec![0, 1, 20, 21, 23, 24, 29, 30]);
+    }
+
+    fn slot_words<T>(t: &T) -> Vec<usize> {
+        let n = std::mem::size_of::<T>() / std::mem::size_of::<usize>();
+        // SAFETY: the tables are arrays of pointer-sized slots.
+        unsafe { std::slice::from_raw_parts(t as *const T as *const usize, n) }.to_vec()
+    }
+}
