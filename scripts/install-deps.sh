@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what building and testing the module needs, on Debian 12, as root.
+# Only what is missing is installed, and `apt-get update` runs at most once.
+set -euo pipefail
+
+packages=(
+	samba            # smbd, to serve shares with the module
+	samba-testsuite  # smbtorture
+	smbclient        # the real client the tests drive
+	samba-vfs-modules # Samba's C aio_fork, aio_pthread, io_uring: compared against ours
+	libclang-dev     # bindgen (build.rs)
+	libtalloc-dev libtevent-dev pkg-config gcc
+	libsmbclient-dev # the benchmark's load generator
+	iproute2 util-linux procps psmisc # ip, unshare, ps, fuser: private namespaces for tests
+	debootstrap      # the Samba 4.22 root file system for the multi-release tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+
+if ((${#missing[@]})); then
+	echo "install-deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	# A third-party source that cannot be reached must not stop us: Debian's own lists
+	# are what we need, and a real failure shows up in apt-get install below.
+	apt-get update -qq || echo "install-deps: apt-get update reported errors (continuing)"
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+	echo "install-deps: cargo not found: this machine needs a Rust toolchain (rustup)" >&2
+	exit 1
+fi
+echo "install-deps: all present ($(smbd -V), $(cargo --version))"
