@@ -24,7 +24,7 @@ fn main() {
         .allowlist_type("vfs_handle_struct|vfs_aio_state|vfs_fn_pointers_v.*|NTSTATUS")
         .allowlist_type(".*_fn")
         .allowlist_function("tevent_req_(post|set_callback|is_error|received|is_in_progress)")
-        .allowlist_function("_talloc_free|talloc_named_const")
+        .allowlist_function("_talloc_free|talloc_named_const|tevent_context_init|_tevent_loop_once")
         .allowlist_type("tevent_req_state|tevent_fd_handler_t|tevent_timer_handler_t")
         .allowlist_var("TEVENT_FD_READ")
         .default_enum_style(bindgen::EnumVariation::Rust {

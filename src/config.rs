@@ -15,28 +15,78 @@ pub const ERRATIC_OPTION: &str = "erratic_testing_mode";
 pub const MAX_HELPERS: &str = "max helpers";
 pub const MIN_HELPERS: &str = "min helpers";
 pub const IDLE_TIMEOUT: &str = "idle timeout";
+pub const REQUEST_TIMEOUT: &str = "request timeout";
+pub const MAX_QUEUE: &str = "max queue";
+/// Testing only: every fork of a helper fails, as under RLIMIT_NPROC.
+pub const FAIL_FORK: &str = "fail fork testing mode";
 
-pub const DEFAULT_MAX_HELPERS: u32 = 8;
-pub const DEFAULT_MIN_HELPERS: u32 = 0;
-pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
-/// Upper bound for `max helpers`: each helper is a process with an 8 MiB shared buffer.
-pub const LIMIT_MAX_HELPERS: u32 = 1024;
+/// A whole-number option: its name, default and accepted range.
+struct Count {
+    option: &'static str,
+    default: u32,
+    min: u32,
+    max: u32,
+}
+
+const MAX_HELPERS_COUNT: Count = Count {
+    option: MAX_HELPERS,
+    default: 8,
+    min: 1,
+    // Each helper is a process with an 8 MiB shared buffer.
+    max: 1024,
+};
+const MIN_HELPERS_COUNT: Count = Count {
+    option: MIN_HELPERS,
+    default: 0,
+    min: 0,
+    max: 1024,
+};
+const IDLE_TIMEOUT_SECS: Count = Count {
+    option: IDLE_TIMEOUT,
+    default: 30,
+    min: 1,
+    max: u32::MAX,
+};
+const REQUEST_TIMEOUT_SECS: Count = Count {
+    option: REQUEST_TIMEOUT,
+    default: 30,
+    min: 1,
+    max: 24 * 3600,
+};
+const MAX_QUEUE_COUNT: Count = Count {
+    option: MAX_QUEUE,
+    default: 1024,
+    min: 0,
+    max: 1 << 20,
+};
+
+pub const DEFAULT_MAX_HELPERS: u32 = MAX_HELPERS_COUNT.default;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub max_helpers: u32,
     pub min_helpers: u32,
+    /// Idle helpers above `min_helpers` are ended after this long.
     pub idle_timeout: Duration,
+    /// A helper busy with one request for longer is taken as hung: it is ended and its
+    /// request retried on another helper.
+    pub request_timeout: Duration,
+    /// Requests that may wait for a helper; more go to the next module.
+    pub max_queue: u32,
     pub erratic_testing_mode: bool,
+    pub fail_fork_testing_mode: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_helpers: DEFAULT_MAX_HELPERS,
-            min_helpers: DEFAULT_MIN_HELPERS,
-            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            max_helpers: MAX_HELPERS_COUNT.default,
+            min_helpers: MIN_HELPERS_COUNT.default,
+            idle_timeout: Duration::from_secs(IDLE_TIMEOUT_SECS.default.into()),
+            request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS.default.into()),
+            max_queue: MAX_QUEUE_COUNT.default,
             erratic_testing_mode: false,
+            fail_fork_testing_mode: false,
         }
     }
 }
@@ -65,10 +115,15 @@ impl Config {
     /// answers what smb.conf says, or `None` when the option is not set.
     pub fn parse(lookup: impl Fn(&str, &str) -> Option<String>) -> (Config, Vec<Rejected>) {
         let mut rejected = Vec::new();
+        let mut count = |c: &Count| parse_count(&lookup, c, &mut rejected);
         let mut cfg = Config {
-            max_helpers: parse_count(&lookup, MAX_HELPERS, DEFAULT_MAX_HELPERS, 1, &mut rejected),
-            min_helpers: parse_count(&lookup, MIN_HELPERS, DEFAULT_MIN_HELPERS, 0, &mut rejected),
-            ..Config::default()
+            max_helpers: count(&MAX_HELPERS_COUNT),
+            min_helpers: count(&MIN_HELPERS_COUNT),
+            idle_timeout: Duration::from_secs(count(&IDLE_TIMEOUT_SECS).into()),
+            request_timeout: Duration::from_secs(count(&REQUEST_TIMEOUT_SECS).into()),
+            max_queue: count(&MAX_QUEUE_COUNT),
+            erratic_testing_mode: false,
+            fail_fork_testing_mode: false,
         };
         if cfg.min_helpers > cfg.max_helpers {
             rejected.push(Rejected {
@@ -79,27 +134,9 @@ impl Config {
             });
             cfg.min_helpers = cfg.max_helpers;
         }
-        let idle = parse_count(
-            &lookup,
-            IDLE_TIMEOUT,
-            DEFAULT_IDLE_TIMEOUT_SECS as u32,
-            1,
-            &mut rejected,
-        );
-        cfg.idle_timeout = Duration::from_secs(idle.into());
-
-        cfg.erratic_testing_mode = match lookup(ERRATIC_PREFIX, ERRATIC_OPTION) {
-            None => false,
-            Some(s) => parse_bool(&s).unwrap_or_else(|| {
-                rejected.push(Rejected {
-                    option: format!("{ERRATIC_PREFIX}:{ERRATIC_OPTION}"),
-                    given: s.clone(),
-                    used: "no".into(),
-                    why: "not a boolean",
-                });
-                false
-            }),
-        };
+        cfg.erratic_testing_mode =
+            parse_flag(&lookup, ERRATIC_PREFIX, ERRATIC_OPTION, &mut rejected);
+        cfg.fail_fork_testing_mode = parse_flag(&lookup, PREFIX, FAIL_FORK, &mut rejected);
         (cfg, rejected)
     }
 }
@@ -108,35 +145,49 @@ fn option_name(option: &str) -> String {
     format!("{PREFIX}:{option}")
 }
 
-/// A whole number in `min..=LIMIT_MAX_HELPERS`-ish bounds (idle timeout allows more).
+/// A whole number within the option's range, or its default with the reason.
 fn parse_count(
     lookup: &impl Fn(&str, &str) -> Option<String>,
-    option: &str,
-    default: u32,
-    min: u32,
+    c: &Count,
     rejected: &mut Vec<Rejected>,
 ) -> u32 {
-    let Some(raw) = lookup(PREFIX, option) else {
-        return default;
-    };
-    let max = if option == IDLE_TIMEOUT {
-        u32::MAX
-    } else {
-        LIMIT_MAX_HELPERS
+    let Some(raw) = lookup(PREFIX, c.option) else {
+        return c.default;
     };
     let why = match raw.trim().parse::<i64>() {
-        Ok(v) if v < min as i64 => "too small",
-        Ok(v) if v > max as i64 => "too large",
+        Ok(v) if v < c.min as i64 => "too small",
+        Ok(v) if v > c.max as i64 => "too large",
         Ok(v) => return v as u32,
         Err(_) => "not a whole number",
     };
     rejected.push(Rejected {
-        option: option_name(option),
+        option: option_name(c.option),
         given: raw,
-        used: default.to_string(),
+        used: c.default.to_string(),
         why,
     });
-    default
+    c.default
+}
+
+/// A boolean (off when unset or unreadable, with the reason).
+fn parse_flag(
+    lookup: &impl Fn(&str, &str) -> Option<String>,
+    prefix: &str,
+    option: &str,
+    rejected: &mut Vec<Rejected>,
+) -> bool {
+    let Some(raw) = lookup(prefix, option) else {
+        return false;
+    };
+    parse_bool(&raw).unwrap_or_else(|| {
+        rejected.push(Rejected {
+            option: format!("{prefix}:{option}"),
+            given: raw,
+            used: "no".into(),
+            why: "not a boolean",
+        });
+        false
+    })
 }
 
 /// Samba's boolean spellings (lib/util/util.c: set_boolean).
@@ -168,7 +219,10 @@ mod tests {
         assert_eq!(cfg.max_helpers, 8);
         assert_eq!(cfg.min_helpers, 0);
         assert_eq!(cfg.idle_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.request_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.max_queue, 1024);
         assert!(!cfg.erratic_testing_mode);
+        assert!(!cfg.fail_fork_testing_mode);
         assert!(rejected.is_empty());
     }
 
@@ -178,13 +232,19 @@ mod tests {
             ("aio_fork:max helpers", "4"),
             ("aio_fork:min helpers", " 2 "),
             ("aio_fork:idle timeout", "5"),
+            ("aio_fork:request timeout", "7"),
+            ("aio_fork:max queue", "0"),
             ("vfs_aio_fork:erratic_testing_mode", "Yes"),
+            ("aio_fork:fail fork testing mode", "on"),
         ]);
         assert!(rejected.is_empty(), "{rejected:?}");
         assert_eq!(cfg.max_helpers, 4);
         assert_eq!(cfg.min_helpers, 2);
         assert_eq!(cfg.idle_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.request_timeout, Duration::from_secs(7));
+        assert_eq!(cfg.max_queue, 0);
         assert!(cfg.erratic_testing_mode);
+        assert!(cfg.fail_fork_testing_mode);
     }
 
     #[test]

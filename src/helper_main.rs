@@ -48,7 +48,8 @@ pub unsafe fn run(sock: libc::c_int, buf: SharedBuf, parent: libc::pid_t) -> ! {
     }
 }
 
-/// Dies with smbd, gets a recognisable name, default signal handling, and no fd but `sock`.
+/// Dies with smbd, gets a recognisable name, default signal handling, no fd but `sock`,
+/// and enters the sandbox.
 unsafe fn setup_process(sock: libc::c_int, parent: libc::pid_t) {
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
     if libc::getppid() != parent {
@@ -70,6 +71,7 @@ unsafe fn setup_process(sock: libc::c_int, parent: libc::pid_t) {
     libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
 
     close_all_but(sock);
+    crate::helper_sandbox::enter();
 }
 
 /// Closes every descriptor inherited from smbd except the control socket.

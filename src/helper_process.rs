@@ -7,10 +7,12 @@ use crate::helper_main::{self, SharedBuf};
 use crate::protocol::{self, Reply, Request};
 use memmap2::MmapMut;
 use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
-use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Size of each helper's shared buffer: the largest SMB2 read or write (8 MiB). Larger
 /// requests are served in pieces of this size. Pages are only allocated when touched.
@@ -128,10 +130,44 @@ impl Drop for HelperProcess {
     /// Ends the helper and reaps it: no helper outlives its pool, none stays a zombie.
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
-        // SIGKILL cannot be caught; the wait is bounded by the helper's current syscall.
-        // ECHILD: someone else (smbd's SIGCHLD handling) reaped it already.
-        while let Err(nix::errno::Errno::EINTR) = waitpid(self.pid, Some(WaitPidFlag::__WALL)) {}
+        if !reap_within(self.pid, REAP_WAIT) {
+            // Stuck in an uninterruptible syscall (e.g. I/O on a dead NFS server): smbd must
+            // not block on it. It is reaped later, by `reap_pending`.
+            PENDING_REAP
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.pid);
+        }
     }
+}
+
+/// How long ending a helper may wait for it to die (SIGKILL takes effect at once unless the
+/// helper is inside an uninterruptible syscall).
+const REAP_WAIT: Duration = Duration::from_millis(100);
+
+/// Helpers killed but not dead yet, to reap later.
+static PENDING_REAP: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
+
+/// Waits up to `limit` for `pid` to exit; true once it is reaped (or not our child any more:
+/// smbd's own SIGCHLD handling may reap it first).
+fn reap_within(pid: Pid, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(200))
+            }
+            Ok(WaitStatus::StillAlive) => return false,
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return true,
+        }
+    }
+}
+
+/// Reaps helpers that were still dying when they were ended. Cheap when there are none.
+pub fn reap_pending() {
+    let mut pending = PENDING_REAP.lock().unwrap_or_else(|e| e.into_inner());
+    pending.retain(|&pid| !reap_within(pid, Duration::ZERO));
 }
 
 /// A MAP_SHARED mapping of a memfd: the parent and the forked helper see the same pages.
@@ -152,7 +188,6 @@ mod tests {
     use super::*;
     use crate::protocol::{Op, FLAG_ERRATIC};
     use std::io::{Read, Seek, Write};
-    use std::time::{Duration, Instant};
 
     fn wait_reply(h: &HelperProcess) -> ReplyRead {
         let deadline = Instant::now() + Duration::from_secs(10);

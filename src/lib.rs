@@ -6,13 +6,15 @@
 //!   time, the per-interface function tables);
 //! - `vfs_ops`, `request`: the VFS entry points and the tevent requests behind them;
 //! - `pool`, `pool_policy`, `helper_process`: the helper pool (parent side);
-//! - `helper_main`, `protocol`: the helper process (child side) and what crosses the socket;
+//! - `helper_main`, `helper_sandbox`, `protocol`: the helper process (child side), its
+//!   seccomp sandbox, and what crosses the socket;
 //! - `config`, `stats`, `logging`: share options, counters, the bridge into Samba's log.
 
 pub mod config;
 pub mod ffi;
 pub mod helper_main;
 pub mod helper_process;
+pub mod helper_sandbox;
 pub mod logging;
 pub mod pool;
 pub mod pool_policy;

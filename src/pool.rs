@@ -92,7 +92,9 @@ struct PoolInner {
     completing: VecDeque<Action>,
     next_id: u64,
     stats: Stats,
-    cull_timer: *mut ffi::tevent_timer,
+    /// One timer for both idle culling and hung-helper detection, and when it fires.
+    timer: *mut ffi::tevent_timer,
+    timer_due: Option<Instant>,
     spawn_error_logged: bool,
 }
 
@@ -107,7 +109,12 @@ struct Helper {
 
 enum HelperState {
     Idle(Instant),
-    Busy { job: JobId, seq: u64, chunk: usize },
+    Busy {
+        job: JobId,
+        seq: u64,
+        chunk: usize,
+        since: Instant,
+    },
 }
 
 struct Token {
@@ -139,7 +146,8 @@ impl Pool {
                 completing: VecDeque::new(),
                 next_id: 1,
                 stats: Stats::default(),
-                cull_timer: ptr::null_mut(),
+                timer: ptr::null_mut(),
+                timer_due: None,
                 spawn_error_logged: false,
             }),
         });
@@ -183,6 +191,15 @@ impl Pool {
             inner.jobs.insert(id, job);
             inner.queue.push_back(id);
             inner.pump();
+            if inner.queue.len() > inner.cfg.max_queue as usize {
+                // Backpressure: past `max queue`, the newest request goes to the next module.
+                inner.queue.pop_back();
+                inner.stats.queue_overflows += 1;
+                inner.fall_back(id);
+            }
+            let waiting = inner.queue.len();
+            inner.stats.note_queue_len(waiting);
+            inner.arm_timer();
         }
         self.run_completions();
     }
@@ -222,17 +239,24 @@ impl Pool {
     }
 
     fn on_readable(&self, helper: u64) {
+        crate::helper_process::reap_pending();
         self.inner.borrow_mut().handle_reply(helper);
         self.run_completions();
     }
 
-    fn on_cull_timer(&self) {
+    fn on_timer(&self) {
+        crate::helper_process::reap_pending();
         {
             let mut inner = self.inner.borrow_mut();
-            inner.cull_timer = ptr::null_mut(); // tevent frees a timer after it fired
-            inner.cull(Instant::now());
+            // tevent frees a timer after it fired.
+            inner.timer = ptr::null_mut();
+            inner.timer_due = None;
+            let now = Instant::now();
+            inner.end_hung(now);
+            inner.cull(now);
             inner.ensure_min();
-            inner.arm_cull_timer();
+            inner.pump();
+            inner.arm_timer();
         }
         self.run_completions();
     }
@@ -241,11 +265,7 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         let inner = self.inner.get_mut();
-        if !inner.cull_timer.is_null() {
-            // SAFETY: a live timer we created under `mem`.
-            unsafe { ffi::aio_fork_talloc_free(inner.cull_timer as *mut c_void) };
-            inner.cull_timer = ptr::null_mut();
-        }
+        inner.cancel_timer();
         while !inner.helpers.is_empty() {
             inner.remove_helper(0);
         }
@@ -264,7 +284,6 @@ impl PoolInner {
             self.queue.pop_front();
             self.start_on(idx, id);
         }
-        self.stats.note_queue_len(self.queue.len());
         if self.queue.is_empty() || !self.helpers.is_empty() {
             return;
         }
@@ -294,7 +313,12 @@ impl PoolInner {
     }
 
     fn spawn(&mut self) -> Option<usize> {
-        let process = match HelperProcess::spawn(BUFFER_SIZE) {
+        let spawned = if self.cfg.fail_fork_testing_mode {
+            Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+        } else {
+            HelperProcess::spawn(BUFFER_SIZE)
+        };
+        let process = match spawned {
             Ok(p) => p,
             Err(e) => {
                 if !self.spawn_error_logged {
@@ -354,7 +378,7 @@ impl PoolInner {
                 break;
             }
         }
-        self.arm_cull_timer();
+        self.arm_timer();
     }
 
     /// Sends the next piece of job `id` to helper `idx`.
@@ -395,6 +419,7 @@ impl PoolInner {
             job: id,
             seq,
             chunk,
+            since: Instant::now(),
         };
         if let Err(e) = sent {
             tracing::warn!(pid = helper.process.pid(), error = %e, "helper unreachable");
@@ -418,7 +443,9 @@ impl PoolInner {
             ReplyRead::Reply(r) => r,
         };
         let (job_id, chunk) = match self.helpers[idx].state {
-            HelperState::Busy { job, seq, chunk } if seq == reply.seq => (job, chunk),
+            HelperState::Busy {
+                job, seq, chunk, ..
+            } if seq == reply.seq => (job, chunk),
             _ => {
                 tracing::error!(
                     pid = self.helpers[idx].process.pid(),
@@ -445,7 +472,7 @@ impl PoolInner {
         } else {
             self.helpers[idx].state = HelperState::Idle(Instant::now());
             self.pump();
-            self.arm_cull_timer();
+            self.arm_timer();
         }
     }
 
@@ -589,12 +616,27 @@ impl PoolInner {
         }
     }
 
-    /// Arms the cull timer for the moment the oldest idle helper above the minimum expires.
-    fn arm_cull_timer(&mut self) {
-        if !self.cull_timer.is_null() {
-            return;
+    /// Ends helpers busy with one request for longer than `request timeout` (hung, e.g.
+    /// stopped, or stuck): their requests are retried like those of a dead helper.
+    fn end_hung(&mut self, now: Instant) {
+        let timeout = self.cfg.request_timeout;
+        while let Some(idx) = self.helpers.iter().position(|h| {
+            matches!(h.state, HelperState::Busy { since, .. } if now.saturating_duration_since(since) >= timeout)
+        }) {
+            tracing::warn!(
+                pid = self.helpers[idx].process.pid(),
+                timeout_s = timeout.as_secs(),
+                "helper did not answer within the request timeout: ending it"
+            );
+            self.stats.hung += 1;
+            self.bury(idx);
         }
-        let since: Vec<Instant> = self
+    }
+
+    /// When the timer must next fire: the earliest of the oldest idle helper's expiry (if
+    /// the pool is above `min helpers`) and the oldest busy helper's request timeout.
+    fn next_due(&self) -> Option<Instant> {
+        let idle: Vec<Instant> = self
             .helpers
             .iter()
             .filter_map(|h| match h.state {
@@ -602,28 +644,58 @@ impl PoolInner {
                 HelperState::Busy { .. } => None,
             })
             .collect();
-        let Some(when) = pool_policy::next_cull(
-            &since,
+        let cull = pool_policy::next_cull(
+            &idle,
             self.helpers.len(),
             self.cfg.min_helpers as usize,
             self.cfg.idle_timeout,
-        ) else {
+        );
+        let hang = self
+            .helpers
+            .iter()
+            .filter_map(|h| match h.state {
+                HelperState::Busy { since, .. } => Some(since + self.cfg.request_timeout),
+                HelperState::Idle(_) => None,
+            })
+            .min();
+        cull.into_iter().chain(hang).min()
+    }
+
+    /// (Re-)arms the timer for `next_due`, unless it is already due no later.
+    fn arm_timer(&mut self) {
+        let Some(due) = self.next_due() else {
             return;
         };
-        let after = when.saturating_duration_since(Instant::now());
-        // A little slack so the helper has really expired when the timer fires.
+        if self.timer_due.is_some_and(|armed| armed <= due) {
+            return;
+        }
+        self.cancel_timer();
+        let after = due.saturating_duration_since(Instant::now());
+        // A little slack so that what is due has really expired when the timer fires.
         let usec = after.as_micros() as u64 + 10_000;
         // SAFETY: ev is smbd's event context; the timer lives under our talloc context and
         // is freed in Drop if it has not fired; `this` outlives it.
-        self.cull_timer = unsafe {
+        self.timer = unsafe {
             ffi::aio_fork_add_timer(
                 self.ev,
                 self.mem,
                 usec,
-                Some(cull_timer_fired),
+                Some(timer_fired),
                 self.this as *mut c_void,
             )
         };
+        if !self.timer.is_null() {
+            self.timer_due = Some(due);
+        }
+    }
+
+    fn cancel_timer(&mut self) {
+        if !self.timer.is_null() {
+            // SAFETY: a live timer we created under `mem` (cleared when it fires).
+            unsafe { ffi::aio_fork_talloc_free(self.timer as *mut c_void) };
+        }
+        self.timer = ptr::null_mut();
+        self.timer_due = None;
     }
 }
 
@@ -643,7 +715,7 @@ unsafe extern "C" fn helper_readable(
     })
 }
 
-unsafe extern "C" fn cull_timer_fired(
+unsafe extern "C" fn timer_fired(
     _ev: *mut ffi::tevent_context,
     _te: *mut ffi::tevent_timer,
     _now: ffi::timeval,
@@ -652,7 +724,7 @@ unsafe extern "C" fn cull_timer_fired(
     crate::vfs_ops::guard((), || {
         // SAFETY: the timer is freed in Pool's Drop, so the pool is alive when it fires.
         let pool = unsafe { hold(private as *const Pool) };
-        pool.on_cull_timer();
+        pool.on_timer();
     })
 }
 
@@ -665,3 +737,6 @@ unsafe fn hold(pool: *const Pool) -> Rc<Pool> {
     Rc::increment_strong_count(pool);
     Rc::from_raw(pool)
 }
+
+#[cfg(test)]
+mod tests;

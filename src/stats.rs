@@ -21,6 +21,10 @@ pub struct Stats {
     pub queue_max: u64,
     /// Helpers that died or misbehaved while the pool still wanted them.
     pub helper_deaths: u64,
+    /// Helpers ended because a request took longer than `request timeout`.
+    pub hung: u64,
+    /// Requests handed to the next module because the queue was full (`max queue`).
+    pub queue_overflows: u64,
 }
 
 impl Stats {
@@ -35,7 +39,8 @@ impl fmt::Display for Stats {
         write!(
             f,
             "preads={} pread_bytes={} pwrites={} pwrite_bytes={} fsyncs={} spawned={} \
-             culled={} retries={} fallbacks={} queue_max={} helper_deaths={}",
+             culled={} retries={} fallbacks={} queue_max={} helper_deaths={} hung={} \
+             queue_overflows={}",
             self.preads,
             self.pread_bytes,
             self.pwrites,
@@ -46,7 +51,9 @@ impl fmt::Display for Stats {
             self.retries,
             self.fallbacks,
             self.queue_max,
-            self.helper_deaths
+            self.helper_deaths,
+            self.hung,
+            self.queue_overflows
         )
     }
 }
@@ -69,11 +76,13 @@ mod tests {
             fallbacks: 9,
             queue_max: 10,
             helper_deaths: 11,
+            hung: 12,
+            queue_overflows: 13,
         };
         assert_eq!(
             s.to_string(),
             "preads=1 pread_bytes=2 pwrites=3 pwrite_bytes=4 fsyncs=5 spawned=6 culled=7 \
-             retries=8 fallbacks=9 queue_max=10 helper_deaths=11"
+             retries=8 fallbacks=9 queue_max=10 helper_deaths=11 hung=12 queue_overflows=13"
         );
     }
 

@@ -1,0 +1,440 @@
+//! The pool against real helper processes and a real tevent loop (no smbd): large requests,
+//! helper deaths and hangs, backpressure, fork failure, culling, freed requests.
+
+use super::*;
+use crate::config::Config;
+use std::cell::RefCell;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Finish {
+        req: usize,
+        result: isize,
+        error: i32,
+    },
+    Fallback {
+        req: usize,
+        done: usize,
+    },
+}
+
+thread_local! {
+    static OUTCOMES: RefCell<Vec<Outcome>> = const { RefCell::new(Vec::new()) };
+}
+
+fn record(action: Action) {
+    let outcome = match action {
+        Action::Finish {
+            req, result, error, ..
+        } => Outcome::Finish {
+            req: req as usize,
+            result,
+            error,
+        },
+        Action::Fallback { req, done } => Outcome::Fallback {
+            req: req as usize,
+            done,
+        },
+    };
+    OUTCOMES.with(|o| o.borrow_mut().push(outcome));
+}
+
+fn outcome_of(req: usize) -> Option<Outcome> {
+    OUTCOMES.with(|o| {
+        o.borrow()
+            .iter()
+            .find(|x| match x {
+                Outcome::Finish { req: r, .. } | Outcome::Fallback { req: r, .. } => *r == req,
+            })
+            .cloned()
+    })
+}
+
+/// A tevent loop of our own, standing in for smbd's.
+struct Loop {
+    ev: *mut ffi::tevent_context,
+}
+
+impl Loop {
+    fn new() -> Loop {
+        // tevent registers its backends on first use without a lock (smbd is single
+        // threaded); test threads must not race there.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _serial = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: a fresh tevent context without parent.
+        let ev = unsafe { ffi::tevent_context_init(ptr::null_mut()) };
+        assert!(!ev.is_null());
+        Loop { ev }
+    }
+
+    /// Runs the loop until `done()` or the deadline (then panics).
+    fn run_until(&self, what: &str, limit: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            // A wake-up timer, so that one loop turn never blocks for long.
+            // SAFETY: ev is ours; the timer is freed when it fires or with the context.
+            unsafe {
+                ffi::aio_fork_add_timer(
+                    self.ev,
+                    self.ev as *mut c_void,
+                    20_000,
+                    Some(noop),
+                    ptr::null_mut(),
+                );
+                ffi::_tevent_loop_once(self.ev, c"pool test".as_ptr());
+            }
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        // SAFETY: the context is ours.
+        unsafe { ffi::aio_fork_talloc_free(self.ev as *mut c_void) };
+    }
+}
+
+unsafe extern "C" fn noop(
+    _: *mut ffi::tevent_context,
+    _: *mut ffi::tevent_timer,
+    _: ffi::timeval,
+    _: *mut c_void,
+) {
+}
+
+fn pool(lp: &Loop, cfg: Config) -> Rc<Pool> {
+    Pool::new("test".into(), cfg, lp.ev, record)
+}
+
+fn temp_file(content: &[u8]) -> std::fs::File {
+    let path = std::env::temp_dir().join(format!(
+        "aio_fork_pool_{}_{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    f.write_all(content).unwrap();
+    f
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Submits a job; `tag` stands for the tevent request (the pool never dereferences it).
+fn submit(pool: &Pool, tag: usize, op: Op, fd: RawFd, offset: i64, buf: &mut [u8]) -> JobId {
+    let id = pool.new_job_id();
+    pool.submit(
+        id,
+        Job {
+            req: tag as *mut ffi::tevent_req,
+            op,
+            fd,
+            offset,
+            len: buf.len(),
+            data: buf.as_mut_ptr(),
+            done: 0,
+            deaths: 0,
+            duration_ns: 0,
+        },
+    );
+    id
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+}
+
+fn config() -> Config {
+    Config {
+        max_helpers: 4,
+        ..Config::default()
+    }
+}
+
+const LONG: Duration = Duration::from_secs(20);
+
+#[test]
+fn reads_and_writes_larger_than_the_buffer_go_in_pieces() {
+    let lp = Loop::new();
+    let data = pattern(2 * BUFFER_SIZE + 12345, 1);
+    let mut file = temp_file(&data);
+    let pool = pool(&lp, config());
+
+    let mut back = vec![0u8; data.len() + 100]; // asks past EOF: a short read
+    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
+    lp.run_until("the read", LONG, || outcome_of(1).is_some());
+    let expected = Outcome::Finish {
+        req: 1,
+        result: data.len() as isize,
+        error: 0,
+    };
+    assert_eq!(outcome_of(1), Some(expected));
+    assert!(back[..data.len()] == data[..], "read data differs");
+
+    let mut new = pattern(BUFFER_SIZE + 3, 7);
+    submit(&pool, 2, Op::Write, file.as_raw_fd(), 5, &mut new);
+    lp.run_until("the write", LONG, || outcome_of(2).is_some());
+    let expected = Outcome::Finish {
+        req: 2,
+        result: new.len() as isize,
+        error: 0,
+    };
+    assert_eq!(outcome_of(2), Some(expected));
+    let mut on_disk = Vec::new();
+    file.rewind().unwrap();
+    file.read_to_end(&mut on_disk).unwrap();
+    assert!(on_disk[5..5 + new.len()] == new[..], "written data differs");
+
+    let stats = pool.stats();
+    assert_eq!((stats.preads, stats.pwrites), (1, 1));
+    assert_eq!(stats.pread_bytes, data.len() as u64);
+    assert_eq!(stats.pwrite_bytes, new.len() as u64);
+}
+
+#[test]
+fn errors_come_back_as_errno() {
+    let lp = Loop::new();
+    let ro = std::fs::File::open("/proc/self/cmdline").unwrap();
+    let pool = pool(&lp, config());
+    let mut buf = vec![1u8; 10];
+    submit(&pool, 1, Op::Write, ro.as_raw_fd(), 0, &mut buf);
+    lp.run_until("the write", LONG, || outcome_of(1).is_some());
+    assert_eq!(
+        outcome_of(1),
+        Some(Outcome::Finish {
+            req: 1,
+            result: -1,
+            error: libc::EBADF
+        })
+    );
+}
+
+#[test]
+fn a_killed_helper_costs_nothing_the_request_is_retried() {
+    let lp = Loop::new();
+    let data = pattern(100_000, 3);
+    let file = temp_file(&data);
+    let pool = pool(
+        &lp,
+        Config {
+            min_helpers: 1,
+            ..config()
+        },
+    );
+    let victim = pool.helper_pids()[0];
+    signal(victim, nix::sys::signal::Signal::SIGSTOP);
+
+    let mut back = vec![0u8; data.len()];
+    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
+    signal(victim, nix::sys::signal::Signal::SIGKILL);
+    lp.run_until("the retried read", LONG, || outcome_of(1).is_some());
+
+    assert_eq!(
+        outcome_of(1),
+        Some(Outcome::Finish {
+            req: 1,
+            result: data.len() as isize,
+            error: 0
+        })
+    );
+    assert!(back == data);
+    let stats = pool.stats();
+    assert_eq!((stats.retries, stats.helper_deaths), (1, 1));
+    assert!(!pool.helper_pids().contains(&victim));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{victim}")).exists(),
+        "victim not reaped"
+    );
+}
+
+#[test]
+fn a_hung_helper_is_replaced_after_the_request_timeout() {
+    let lp = Loop::new();
+    let data = pattern(4096, 5);
+    let file = temp_file(&data);
+    let cfg = Config {
+        min_helpers: 1,
+        request_timeout: Duration::from_secs(1),
+        ..config()
+    };
+    let pool = pool(&lp, cfg);
+    let hung = pool.helper_pids()[0];
+    signal(hung, nix::sys::signal::Signal::SIGSTOP);
+
+    let started = Instant::now();
+    let mut back = vec![0u8; data.len()];
+    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
+    lp.run_until("the read", LONG, || outcome_of(1).is_some());
+    let took = started.elapsed();
+
+    assert_eq!(
+        outcome_of(1),
+        Some(Outcome::Finish {
+            req: 1,
+            result: 4096,
+            error: 0
+        })
+    );
+    assert!(back == data);
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
+    assert_eq!(pool.stats().hung, 1);
+    assert!(!pool.helper_pids().contains(&hung));
+}
+
+#[test]
+fn past_max_queue_requests_go_to_the_next_module() {
+    let lp = Loop::new();
+    let file = temp_file(&pattern(4096, 9));
+    let cfg = Config {
+        max_helpers: 1,
+        min_helpers: 1,
+        max_queue: 1,
+        ..config()
+    };
+    let pool = pool(&lp, cfg);
+    let only = pool.helper_pids()[0];
+    signal(only, nix::sys::signal::Signal::SIGSTOP);
+
+    let mut bufs = vec![vec![0u8; 100]; 3];
+    for (i, buf) in bufs.iter_mut().enumerate() {
+        submit(&pool, i + 1, Op::Read, file.as_raw_fd(), 0, buf);
+    }
+    // The first runs (stopped), the second waits, the third overflows at once.
+    assert_eq!(outcome_of(3), Some(Outcome::Fallback { req: 3, done: 0 }));
+    assert_eq!((outcome_of(1), outcome_of(2)), (None, None));
+
+    signal(only, nix::sys::signal::Signal::SIGCONT);
+    lp.run_until("the queued reads", LONG, || outcome_of(2).is_some());
+    assert_eq!(
+        outcome_of(1),
+        Some(Outcome::Finish {
+            req: 1,
+            result: 100,
+            error: 0
+        })
+    );
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.queue_overflows, stats.fallbacks, stats.queue_max),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn when_no_helper_can_be_forked_the_next_module_serves() {
+    let lp = Loop::new();
+    let file = temp_file(b"abc");
+    let cfg = Config {
+        fail_fork_testing_mode: true,
+        ..config()
+    };
+    let pool = pool(&lp, cfg);
+    let mut buf = vec![0u8; 3];
+    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut buf);
+    assert_eq!(outcome_of(1), Some(Outcome::Fallback { req: 1, done: 0 }));
+    assert_eq!(pool.stats().fallbacks, 1);
+    assert!(pool.helper_pids().is_empty());
+}
+
+#[test]
+fn idle_helpers_above_min_are_culled_and_the_pool_still_serves() {
+    let lp = Loop::new();
+    let data = pattern(4096, 2);
+    let file = temp_file(&data);
+    let cfg = Config {
+        min_helpers: 1,
+        max_helpers: 3,
+        idle_timeout: Duration::from_secs(1),
+        ..config()
+    };
+    let pool = pool(&lp, cfg);
+    // Stop the first helper so that the next requests need more helpers.
+    let first = pool.helper_pids()[0];
+    signal(first, nix::sys::signal::Signal::SIGSTOP);
+    let mut bufs = vec![vec![0u8; 4096]; 3];
+    for (i, buf) in bufs.iter_mut().enumerate() {
+        submit(&pool, i + 1, Op::Read, file.as_raw_fd(), 0, buf);
+    }
+    assert_eq!(pool.helper_pids().len(), 3);
+    signal(first, nix::sys::signal::Signal::SIGCONT);
+    lp.run_until("three reads", LONG, || {
+        (1..=3).all(|r| outcome_of(r).is_some())
+    });
+
+    lp.run_until("culling down to min", LONG, || {
+        pool.helper_pids().len() == 1
+    });
+    assert_eq!(pool.stats().culled, 2);
+    // No timer runs forever once at the minimum.
+    assert!(pool.inner.borrow().timer_due.is_none());
+
+    let mut again = vec![0u8; 4096];
+    submit(&pool, 4, Op::Read, file.as_raw_fd(), 0, &mut again);
+    lp.run_until("a read after culling", LONG, || outcome_of(4).is_some());
+    assert!(again == data);
+}
+
+#[test]
+fn a_freed_request_is_never_completed_and_its_helper_comes_back() {
+    let lp = Loop::new();
+    let file = temp_file(&pattern(4096, 4));
+    let pool = pool(
+        &lp,
+        Config {
+            min_helpers: 1,
+            max_helpers: 1,
+            ..config()
+        },
+    );
+    let only = pool.helper_pids()[0];
+    signal(only, nix::sys::signal::Signal::SIGSTOP);
+    let mut buf = vec![0u8; 4096];
+    let job = submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut buf);
+    pool.forget(job, 1 as *mut ffi::tevent_req);
+    drop(buf); // smbd freed the buffer with the request
+    signal(only, nix::sys::signal::Signal::SIGCONT);
+
+    let mut next = vec![0u8; 10];
+    submit(&pool, 2, Op::Read, file.as_raw_fd(), 0, &mut next);
+    lp.run_until("the next read", LONG, || outcome_of(2).is_some());
+    assert_eq!(outcome_of(1), None);
+    assert_eq!(pool.helper_pids(), vec![only], "the same helper serves on");
+}
+
+#[test]
+fn dropping_the_pool_ends_and_reaps_every_helper() {
+    let lp = Loop::new();
+    let pool = pool(
+        &lp,
+        Config {
+            min_helpers: 3,
+            ..config()
+        },
+    );
+    let pids = pool.helper_pids();
+    assert_eq!(pids.len(), 3);
+    drop(pool);
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "helper {pid} left behind"
+        );
+    }
+}
