@@ -8,13 +8,15 @@
 //! - `pool`, `pool_policy`, `helper_process`: the helper pool (parent side);
 //! - `helper_main`, `helper_sandbox`, `protocol`: the helper process (child side), its
 //!   seccomp sandbox, and what crosses the socket;
-//! - `config`, `stats`, `logging`: share options, counters, the bridge into Samba's log.
+//! - `config`, `stats`, `latency`, `logging`: share options, counters and latency
+//!   percentiles, the bridge into Samba's log.
 
 pub mod config;
 pub mod ffi;
 pub mod helper_main;
 pub mod helper_process;
 pub mod helper_sandbox;
+pub mod latency;
 pub mod logging;
 pub mod pool;
 pub mod pool_policy;

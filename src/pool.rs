@@ -44,6 +44,8 @@ pub struct Job {
     pub done: usize,
     pub deaths: u32,
     pub duration_ns: u64,
+    /// When smbd sent the request: the stats report latency from here.
+    pub arrived: Instant,
 }
 
 /// What to do with a request once the pool's state is no longer borrowed.
@@ -96,6 +98,8 @@ struct PoolInner {
     timer: *mut ffi::tevent_timer,
     timer_due: Option<Instant>,
     spawn_error_logged: bool,
+    share: String,
+    last_stats_log: Option<Instant>,
 }
 
 struct Helper {
@@ -133,7 +137,7 @@ impl Pool {
         // SAFETY: a new talloc context without parent; freed in Drop.
         let mem = unsafe { ffi::aio_fork_talloc_new(ptr::null()) };
         let pool = Rc::new(Pool {
-            share,
+            share: share.clone(),
             run_action,
             inner: RefCell::new(PoolInner {
                 cfg,
@@ -149,6 +153,8 @@ impl Pool {
                 timer: ptr::null_mut(),
                 timer_due: None,
                 spawn_error_logged: false,
+                share: share.clone(),
+                last_stats_log: None,
             }),
         });
         {
@@ -473,6 +479,7 @@ impl PoolInner {
             self.helpers[idx].state = HelperState::Idle(Instant::now());
             self.pump();
             self.arm_timer();
+            self.log_stats_when_quiet();
         }
     }
 
@@ -505,6 +512,8 @@ impl PoolInner {
         }
         let job = self.jobs.remove(&id).expect("job present");
         self.account(&job, result);
+        let waited = job.arrived.elapsed().as_micros() as u64;
+        self.stats.latency.record_us(waited);
         if !job.req.is_null() {
             let (result, error) = match (result, job.done) {
                 (r, _) if r >= 0 => (job.done as isize, 0),
@@ -520,6 +529,23 @@ impl PoolInner {
             });
         }
         false
+    }
+
+    /// At debug level, the stats line whenever the pool falls quiet, at most every 10 s:
+    /// admins see it on demand by raising `log level` (e.g. `smbcontrol smbd debug aio_fork:5`).
+    fn log_stats_when_quiet(&mut self) {
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+        if !self.queue.is_empty()
+            || !self.jobs.is_empty()
+            || !tracing::enabled!(tracing::Level::DEBUG)
+        {
+            return;
+        }
+        if self.last_stats_log.is_some_and(|t| t.elapsed() < EVERY) {
+            return;
+        }
+        self.last_stats_log = Some(Instant::now());
+        tracing::debug!("aio_fork stats share={} {}", self.share, self.stats);
     }
 
     fn account(&mut self, job: &Job, result: i64) {

@@ -112,6 +112,7 @@ unsafe fn start(req: *mut ffi::tevent_req) {
         done: 0,
         deaths: 0,
         duration_ns: 0,
+        arrived: std::time::Instant::now(),
     };
     // The state knows its job before submitting: submit may already hand the request on
     // to the next module (no helper can be forked), which clears `job` again.

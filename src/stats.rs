@@ -1,5 +1,6 @@
 //! Per-share counters, logged when the share is disconnected.
 
+use crate::latency::Histogram;
 use std::fmt;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub struct Stats {
     pub hung: u64,
     /// Requests handed to the next module because the queue was full (`max queue`).
     pub queue_overflows: u64,
+    /// Time from a request's arrival to its completion by a helper (queueing included).
+    pub latency: Histogram,
 }
 
 impl Stats {
@@ -40,7 +43,7 @@ impl fmt::Display for Stats {
             f,
             "preads={} pread_bytes={} pwrites={} pwrite_bytes={} fsyncs={} spawned={} \
              culled={} retries={} fallbacks={} queue_max={} helper_deaths={} hung={} \
-             queue_overflows={}",
+             queue_overflows={} latency_us_p50={} latency_us_p90={} latency_us_p99={}",
             self.preads,
             self.pread_bytes,
             self.pwrites,
@@ -53,7 +56,10 @@ impl fmt::Display for Stats {
             self.queue_max,
             self.helper_deaths,
             self.hung,
-            self.queue_overflows
+            self.queue_overflows,
+            self.latency.percentile_us(50.0),
+            self.latency.percentile_us(90.0),
+            self.latency.percentile_us(99.0)
         )
     }
 }
@@ -78,11 +84,13 @@ mod tests {
             helper_deaths: 11,
             hung: 12,
             queue_overflows: 13,
+            latency: Histogram::default(),
         };
         assert_eq!(
             s.to_string(),
             "preads=1 pread_bytes=2 pwrites=3 pwrite_bytes=4 fsyncs=5 spawned=6 culled=7 \
-             retries=8 fallbacks=9 queue_max=10 helper_deaths=11 hung=12 queue_overflows=13"
+             retries=8 fallbacks=9 queue_max=10 helper_deaths=11 hung=12 queue_overflows=13 \
+             latency_us_p50=0 latency_us_p90=0 latency_us_p99=0"
         );
     }
 

@@ -149,6 +149,7 @@ fn submit(pool: &Pool, tag: usize, op: Op, fd: RawFd, offset: i64, buf: &mut [u8
             done: 0,
             deaths: 0,
             duration_ns: 0,
+            arrived: Instant::now(),
         },
     );
     id
@@ -203,6 +204,8 @@ fn reads_and_writes_larger_than_the_buffer_go_in_pieces() {
     assert_eq!((stats.preads, stats.pwrites), (1, 1));
     assert_eq!(stats.pread_bytes, data.len() as u64);
     assert_eq!(stats.pwrite_bytes, new.len() as u64);
+    assert_eq!(stats.latency.count(), 2);
+    assert!(stats.latency.percentile_us(99.0) > 0);
 }
 
 #[test]
