@@ -99,6 +99,7 @@ unsafe fn start(req: *mut ffi::tevent_req) {
     if state.offset < 0 && state.op != Op::Fsync {
         // What pread(2)/pwrite(2) answer; no helper needed for that.
         finish(req, -1, libc::EINVAL, 0);
+        ffi::aio_fork_req_done(req);
         let _ = ffi::tevent_req_post(req, state.ev);
         return;
     }
