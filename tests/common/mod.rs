@@ -1,0 +1,30 @@
+//! Integration-test harness: a private smbd with the module under test, inside a
+//! throw-away Linux namespace, driven by smbclient and smbtorture.
+//!
+//! Layout:
+//! - [`namespace`]: re-runs a test inside `unshare --net --mount --pid` and bind-mounts
+//!   the module under test over Samba's `vfs/aio_fork.so` there (the host is untouched).
+//! - [`module`]: finds the module file and tells whether it is Samba's C module.
+//! - [`smbd`]: writes an smb.conf, adds the user, starts and stops smbd.
+//! - [`client`]: one-shot `smbclient -c`, and a long-lived interactive session.
+//! - [`torture`]: runs an smbtorture suite under a deadline and parses its results.
+//! - [`procs`]: finds helper processes in /proc.
+//! - [`stats`]: parses the module's `aio_fork stats ...` log lines.
+//! - [`data`]: pseudo-random files and byte-for-byte comparison.
+//! - [`run`], [`tools`]: running external programs with deadlines; locating them.
+
+// Each test binary compiles this module but uses only part of it.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod data;
+pub mod module;
+pub mod namespace;
+pub mod procs;
+pub mod run;
+pub mod smbd;
+pub mod stats;
+pub mod tools;
+pub mod torture;
+
+pub use namespace::{run_in_namespace, NsContext};

@@ -1,0 +1,164 @@
+//! Running a test inside its own network, mount and PID namespace.
+//!
+//! The test function calls [`run_in_namespace`]. On the outside it re-executes the
+//! current test binary, for that one test, under `unshare`; inside (marked by an
+//! environment variable) the same function sets the namespace up and runs the body.
+//! Port 445, the bind mount over Samba's module file and every process the test
+//! starts exist only in there: when the test process (PID 1 inside) exits, the
+//! kernel kills whatever is left, and the host never sees any of it.
+
+use std::env;
+use std::fs;
+use std::path::PathBuf;
+use std::process::id as process_id;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::module::{self, Module, ModuleKind};
+use super::{run, tools};
+
+/// Set (to 1) in the environment of the re-executed test binary.
+const ENV_IN_NS: &str = "AIO_FORK_IN_NS";
+/// The per-test scratch directory, created and removed by the outer side.
+const ENV_WORKDIR: &str = "AIO_FORK_NS_WORKDIR";
+/// Which implementation the module is, detected outside before the bind mount.
+const ENV_KIND: &str = "AIO_FORK_MODULE_KIND";
+/// Printed by the inner side after the body returned: proves the body really ran
+/// (a wrong test name would otherwise run zero tests and "pass").
+const DONE_MARK: &str = "AIO_FORK_NS_BODY_COMPLETED";
+
+/// What the test body gets inside the namespace.
+#[derive(Debug)]
+pub struct NsContext {
+    /// The module file under test, already bind-mounted where smbd loads it.
+    pub module: Module,
+    /// Scratch directory for this test; removed by the outer side afterwards.
+    pub workdir: PathBuf,
+}
+
+/// Runs `body` inside a private namespace. `test_name` must be the test function's
+/// path as libtest knows it (for a top-level test, the function name). The outer
+/// side kills the namespace after `limit`.
+pub fn run_in_namespace(test_name: &str, limit: Duration, body: impl FnOnce(&NsContext)) {
+    if env::var_os(ENV_IN_NS).is_some() {
+        let ctx = enter();
+        body(&ctx);
+        println!("{DONE_MARK} {test_name}");
+    } else {
+        run_outer(test_name, limit);
+    }
+}
+
+fn run_outer(test_name: &str, limit: Duration) {
+    tools::require_all();
+    assert_root();
+    let module = module::locate();
+    println!(
+        "module under test: {} ({})",
+        module.path.display(),
+        module.kind.as_str()
+    );
+    let workdir = make_workdir(test_name);
+    let exe = env::current_exe().expect("current_exe");
+    let mut cmd = tools::command("unshare");
+    cmd.args([
+        "--net",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+    ])
+    .arg(&exe)
+    .args(["--exact", test_name, "--include-ignored", "--nocapture"])
+    .arg("--test-threads=1")
+    .env(ENV_IN_NS, "1")
+    .env(ENV_WORKDIR, &workdir)
+    .env(module::ENV_MODULE, &module.path)
+    .env(ENV_KIND, module.kind.as_str());
+    let out = run::run_echo(&mut cmd, limit);
+    let _ = fs::remove_dir_all(&workdir);
+    check_inner(test_name, &out, limit);
+}
+
+fn check_inner(test_name: &str, out: &run::Output, limit: Duration) {
+    assert!(
+        !out.timed_out,
+        "test `{test_name}` did not finish within {limit:?}; its namespace was killed"
+    );
+    assert!(
+        out.success(),
+        "test `{test_name}` failed inside its namespace (its output is above)"
+    );
+    let mark = format!("{DONE_MARK} {test_name}");
+    assert!(
+        out.stdout.lines().any(|l| l.trim() == mark),
+        "the namespaced run did not execute the body of `{test_name}`: is the name given \
+         to run_in_namespace exactly the test function's name?"
+    );
+}
+
+fn assert_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "these tests need root: they create namespaces, bind-mount the module and run smbd"
+    );
+}
+
+fn make_workdir(test_name: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let safe: String = test_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let dir = env::temp_dir().join(format!("aio_fork_it.{safe}.{}.{nanos}", process_id()));
+    fs::create_dir_all(&dir).expect("create test work dir");
+    dir
+}
+
+/// Inner side: loopback up, mounts private, module bind-mounted.
+fn enter() -> NsContext {
+    run_checked(tools::command("ip").args(["link", "set", "lo", "up"]));
+    // Without this, mounts could propagate back to the host's mount namespace.
+    run_checked(tools::command("mount").args(["--make-rprivate", "/"]));
+    let module = Module {
+        path: PathBuf::from(env::var_os(module::ENV_MODULE).expect("module path in env")),
+        kind: ModuleKind::parse(&env::var(ENV_KIND).expect("module kind in env")),
+    };
+    bind_module(&module);
+    let workdir = PathBuf::from(env::var_os(ENV_WORKDIR).expect("work dir in env"));
+    NsContext { module, workdir }
+}
+
+fn bind_module(module: &Module) {
+    let target = module::installed_path();
+    assert!(
+        target.is_file(),
+        "{} does not exist: the bind mount needs it as a mount point; install it with `{}`",
+        target.display(),
+        tools::INSTALL_HINT
+    );
+    run_checked(
+        tools::command("mount")
+            .arg("--bind")
+            .arg(&module.path)
+            .arg(&target),
+    );
+    let mounted = fs::read(&target).expect("read bind-mounted module");
+    let wanted = fs::read(&module.path).expect("read module under test");
+    assert!(
+        mounted == wanted,
+        "bind mount of {} over {} did not take effect",
+        module.path.display(),
+        target.display()
+    );
+}
+
+fn run_checked(cmd: &mut std::process::Command) {
+    let out = run::run(cmd, Duration::from_secs(30));
+    assert!(out.success(), "namespace setup failed:\n{}", out.describe());
+}

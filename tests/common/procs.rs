@@ -1,0 +1,190 @@
+//! Finding smbd's connection processes and the module's helpers in /proc.
+//!
+//! Inside the test's PID namespace /proc shows only the test's own processes, so a
+//! scan sees exactly this smbd and its children.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use super::module::ModuleKind;
+
+/// `/proc/<pid>/comm` of the Rust module's helpers.
+pub const HELPER_COMM: &str = "aio_fork_helper";
+/// `comm` of smbd's per-connection processes (and of the C module's helpers, which
+/// are plain forks of them).
+pub const SMBD_COMM: &str = "smbd";
+
+/// One process, from `/proc/<pid>/stat`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    /// R, S, D, Z, ... as in proc(5).
+    pub state: char,
+}
+
+impl Proc {
+    /// Zombies and dead processes are gone as far as the tests are concerned.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// All processes visible now (a process that exits mid-scan is skipped).
+pub fn snapshot() -> Vec<Proc> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        panic!("cannot read /proc");
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(read_proc)
+        .collect()
+}
+
+fn read_proc(pid: u32) -> Option<Proc> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+/// Parses `pid (comm) state ppid ...`; comm may itself hold spaces and parentheses.
+pub fn parse_stat(stat: &str) -> Option<Proc> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let pid = stat[..open].trim().parse().ok()?;
+    let comm = stat[open + 1..close].to_string();
+    let mut rest = stat[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(Proc {
+        pid,
+        ppid,
+        comm,
+        state,
+    })
+}
+
+/// Live per-connection smbd processes: children of the main smbd named "smbd"
+/// (its other children are smbd-notifyd and cleanupd).
+pub fn connection_pids(procs: &[Proc], main_pid: u32) -> Vec<u32> {
+    procs
+        .iter()
+        .filter(|p| p.is_live() && p.ppid == main_pid && p.comm == SMBD_COMM)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Live helper processes of `kind`, wherever they hang in the tree (callers check
+/// parents themselves, so a misplaced helper is seen rather than missed).
+/// - Rust: every live process whose comm is [`HELPER_COMM`].
+/// - SambaC: live "smbd" children of a connection process (the C module forks the
+///   connection process without exec or renaming).
+pub fn helpers(procs: &[Proc], main_pid: u32, kind: ModuleKind) -> Vec<Proc> {
+    match kind {
+        ModuleKind::Rust => procs
+            .iter()
+            .filter(|p| p.is_live() && p.comm == HELPER_COMM)
+            .cloned()
+            .collect(),
+        ModuleKind::SambaC => {
+            let conns = connection_pids(procs, main_pid);
+            procs
+                .iter()
+                .filter(|p| p.is_live() && p.comm == SMBD_COMM && conns.contains(&p.ppid))
+                .cloned()
+                .collect()
+        }
+    }
+}
+
+/// Live helpers whose parent is the connection process `conn_pid`.
+pub fn helpers_of(conn_pid: u32, main_pid: u32, kind: ModuleKind) -> Vec<Proc> {
+    helpers(&snapshot(), main_pid, kind)
+        .into_iter()
+        .filter(|p| p.ppid == conn_pid)
+        .collect()
+}
+
+/// Zombie helpers (exited, not yet reaped by their parent) under `conn_pid`.
+pub fn zombie_helpers_of(conn_pid: u32, kind: ModuleKind) -> Vec<Proc> {
+    let comm = match kind {
+        ModuleKind::Rust => HELPER_COMM,
+        ModuleKind::SambaC => SMBD_COMM,
+    };
+    snapshot()
+        .into_iter()
+        .filter(|p| !p.is_live() && p.ppid == conn_pid && p.comm == comm)
+        .collect()
+}
+
+/// What a [`HelperSampler`] saw.
+#[derive(Clone, Debug, Default)]
+pub struct SamplerReport {
+    /// Most live helpers seen at one instant.
+    pub max_live: usize,
+    /// Every helper pid seen.
+    pub distinct: BTreeSet<u32>,
+    /// Parent pids of the helpers seen.
+    pub parents: BTreeSet<u32>,
+    /// Helpers seen whose parent was not a connection smbd at the time.
+    pub misparented: BTreeSet<u32>,
+    pub samples: usize,
+}
+
+/// Polls /proc on a thread while a workload runs, to see helpers that may be gone
+/// by the time the workload ends.
+pub struct HelperSampler {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<SamplerReport>,
+}
+
+impl HelperSampler {
+    /// Samples helpers of `kind` every `interval`; with `conn_pid`, only that
+    /// connection's.
+    pub fn start(
+        main_pid: u32,
+        kind: ModuleKind,
+        conn_pid: Option<u32>,
+        interval: Duration,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let mut report = SamplerReport::default();
+            while !flag.load(Ordering::Relaxed) {
+                sample_once(&mut report, main_pid, kind, conn_pid);
+                thread::sleep(interval);
+            }
+            sample_once(&mut report, main_pid, kind, conn_pid);
+            report
+        });
+        HelperSampler { stop, handle }
+    }
+
+    pub fn finish(self) -> SamplerReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("helper sampler thread panicked")
+    }
+}
+
+fn sample_once(report: &mut SamplerReport, main_pid: u32, kind: ModuleKind, conn: Option<u32>) {
+    let snap = snapshot();
+    let conns = connection_pids(&snap, main_pid);
+    let found: Vec<Proc> = helpers(&snap, main_pid, kind)
+        .into_iter()
+        .filter(|p| conn.map_or(true, |c| p.ppid == c))
+        .collect();
+    report.max_live = report.max_live.max(found.len());
+    for helper in &found {
+        report.distinct.insert(helper.pid);
+        report.parents.insert(helper.ppid);
+        if !conns.contains(&helper.ppid) {
+            report.misparented.insert(helper.pid);
+        }
+    }
+    report.samples += 1;
+}
