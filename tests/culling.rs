@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use common::client::Session;
 use common::data;
 use common::module::ModuleKind;
+use common::namespace::{run_in_namespace, NsContext};
 use common::procs::{self, HelperSampler};
 use common::smbd::{Smbd, SmbdBuilder};
 use common::stats;
-use common::NsContext;
 
 const SHARE: &str = "cull";
 const MIN_HELPERS: usize = 1;
@@ -32,7 +32,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[test]
 fn idle_helpers_are_culled_down_to_min() {
-    common::run_in_namespace(
+    run_in_namespace(
         "idle_helpers_are_culled_down_to_min",
         Duration::from_secs(10 * 60),
         run_all,

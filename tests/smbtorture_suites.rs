@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::module::ModuleKind;
+use common::namespace::{run_in_namespace, NsContext};
 use common::procs::{HelperSampler, SamplerReport};
 use common::smbd::{Smbd, SmbdBuilder};
 use common::stats;
 use common::torture::{self, Outcome, SuiteRun};
-use common::NsContext;
 
 const SHARES: [&str; 3] = ["plain", "aio", "aio_erratic"];
 const AIO_SHARES: [&str; 2] = ["aio", "aio_erratic"];
@@ -38,7 +38,7 @@ const EXPECTED_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/expected
 
 #[test]
 fn smbtorture_suites_match_plain_share() {
-    common::run_in_namespace(
+    run_in_namespace(
         "smbtorture_suites_match_plain_share",
         Duration::from_secs(20 * 60),
         run_all,
@@ -361,45 +361,4 @@ fn expected_file_is_well_formed() {
         );
         assert!(entry.reason.len() > 10, "{name}: reason too short");
     }
-}
-
-#[test]
-fn parser_reads_real_smbtorture_output() {
-    // Trimmed from smbtorture 4.17 output: glued lines, multi-line messages, names
-    // with spaces, a test left unfinished by a kill.
-    let text = "\
-test: smb2.rw.rw1
-Checking data integrity over 10 ops
-0time: 2026-11-23 13:43:16.320365
-success: smb2.rw.rw1
-test: smb2.rw.invalid
-failure: smb2.rw.invalid [
-../../source4/torture/smb2/read_write.c:334: status was NT_STATUS_OK
-success: not.a.result
-]debug_lookup_classname: Unknown classname[aio_fork] -> adding it...
-test: smb2.ioctl.copy-chunk streams
-failure: smb2.ioctl.copy-chunk streams [
-copy_one_stream failed
-]
-test: smb2.ioctl.shadow_copy
-skip: smb2.ioctl.shadow_copy [
-FSCTL_SRV_ENUM_SNAPS not supported
-]
-test: smb2.lock.valid-request
-some output without newlinesuccess: smb2.lock.valid-request
-test: smb2.aio_delay.aio_cancel
-";
-    let results = torture::parse_results(text, true);
-    let want = [
-        ("smb2.rw.rw1", Outcome::Success),
-        ("smb2.rw.invalid", Outcome::Failure),
-        ("smb2.ioctl.copy-chunk streams", Outcome::Failure),
-        ("smb2.ioctl.shadow_copy", Outcome::Skip),
-        ("smb2.lock.valid-request", Outcome::Success),
-        ("smb2.aio_delay.aio_cancel", Outcome::Timeout),
-    ];
-    let want: BTreeMap<String, Outcome> = want.iter().map(|(n, o)| (n.to_string(), *o)).collect();
-    assert_eq!(results, want);
-    let unkilled = torture::parse_results("test: x.y\n", false);
-    assert_eq!(unkilled.get("x.y"), Some(&Outcome::Error));
 }

@@ -11,11 +11,11 @@ use std::time::Duration;
 use common::client::{self, Session};
 use common::data;
 use common::module::ModuleKind;
+use common::namespace::{run_in_namespace, NsContext};
 use common::procs;
 use common::run::Output;
 use common::smbd::{Smbd, SmbdBuilder};
 use common::stats;
-use common::NsContext;
 
 const MIB: u64 = 1 << 20;
 /// Empty, one byte, one page less one, just over the C module's 128 KiB limit, just
@@ -30,7 +30,7 @@ const SESSION_FILE_SIZE: u64 = 4095;
 
 #[test]
 fn transfers_round_trip_byte_for_byte() {
-    common::run_in_namespace(
+    run_in_namespace(
         "transfers_round_trip_byte_for_byte",
         Duration::from_secs(20 * 60),
         run_all,

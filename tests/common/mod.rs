@@ -26,5 +26,3 @@ pub mod smbd;
 pub mod stats;
 pub mod tools;
 pub mod torture;
-
-pub use namespace::{run_in_namespace, NsContext};

@@ -8,8 +8,9 @@
 //! kernel kills whatever is left, and the host never sees any of it.
 
 use std::env;
+use std::ffi::OsString;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::id as process_id;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +26,23 @@ const ENV_KIND: &str = "AIO_FORK_MODULE_KIND";
 /// Printed by the inner side after the body returned: proves the body really ran
 /// (a wrong test name would otherwise run zero tests and "pass").
 const DONE_MARK: &str = "AIO_FORK_NS_BODY_COMPLETED";
+/// Set when the module is to be installed beside Samba's modules under this name
+/// (see [`Install::Beside`]); absent: bind-mounted over `vfs/aio_fork.so`.
+const ENV_INSTALL_AS: &str = "AIO_FORK_INSTALL_AS";
+/// The name [`run_program_in_namespace`] gives its body in the done mark.
+const PROGRAM_NAME: &str = "main program";
+
+/// Where the module under test appears to smbd inside the namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Install {
+    /// Bind-mounted over Samba's `vfs/aio_fork.so`: `vfs objects = aio_fork` loads it.
+    OverAioFork,
+    /// Added as `vfs/<name>.so` while every Samba module stays, the C `aio_fork`
+    /// included (`vfs objects = <name>` loads ours; the module registers under its
+    /// file's base name). A copy of the vfs directory with the file added is
+    /// bind-mounted over it. For side-by-side comparisons in one smbd.
+    Beside(String),
+}
 
 /// What the test body gets inside the namespace.
 #[derive(Debug)]
@@ -44,11 +62,28 @@ pub fn run_in_namespace(test_name: &str, limit: Duration, body: impl FnOnce(&NsC
         body(&ctx);
         println!("{DONE_MARK} {test_name}");
     } else {
-        run_outer(test_name, limit);
+        let libtest_args = ["--exact", test_name, "--include-ignored", "--nocapture"];
+        let args: Vec<OsString> = libtest_args.iter().map(OsString::from).collect();
+        run_outer(test_name, &args, &Install::OverAioFork, limit);
     }
 }
 
-fn run_outer(test_name: &str, limit: Duration) {
+/// For a program without libtest (a `harness = false` bench): runs `body` inside a
+/// private namespace, the module installed as `install` says. The outer side
+/// re-executes the program with its own command-line arguments and kills the
+/// namespace after `limit`; it panics if the inner side failed.
+pub fn run_program_in_namespace(limit: Duration, install: Install, body: impl FnOnce(&NsContext)) {
+    if env::var_os(ENV_IN_NS).is_some() {
+        let ctx = enter();
+        body(&ctx);
+        println!("{DONE_MARK} {PROGRAM_NAME}");
+    } else {
+        let args: Vec<OsString> = env::args_os().skip(1).collect();
+        run_outer(PROGRAM_NAME, &args, &install, limit);
+    }
+}
+
+fn run_outer(test_name: &str, args: &[OsString], install: &Install, limit: Duration) {
     tools::require_all();
     assert_root();
     let module = module::locate();
@@ -69,12 +104,17 @@ fn run_outer(test_name: &str, limit: Duration) {
         "--mount-proc",
     ])
     .arg(&exe)
-    .args(["--exact", test_name, "--include-ignored", "--nocapture"])
-    .arg("--test-threads=1")
+    .args(args)
     .env(ENV_IN_NS, "1")
     .env(ENV_WORKDIR, &workdir)
     .env(module::ENV_MODULE, &module.path)
     .env(ENV_KIND, module.kind.as_str());
+    if test_name != PROGRAM_NAME {
+        cmd.arg("--test-threads=1");
+    }
+    if let Install::Beside(name) = install {
+        cmd.env(ENV_INSTALL_AS, name);
+    }
     let out = run::run_echo(&mut cmd, limit);
     let _ = fs::remove_dir_all(&workdir);
     check_inner(test_name, &out, limit);
@@ -129,8 +169,11 @@ fn enter() -> NsContext {
         path: PathBuf::from(env::var_os(module::ENV_MODULE).expect("module path in env")),
         kind: ModuleKind::parse(&env::var(ENV_KIND).expect("module kind in env")),
     };
-    bind_module(&module);
     let workdir = PathBuf::from(env::var_os(ENV_WORKDIR).expect("work dir in env"));
+    match env::var(ENV_INSTALL_AS) {
+        Ok(name) => add_module_beside(&module, &name, &workdir),
+        Err(_) => bind_module(&module),
+    }
     NsContext { module, workdir }
 }
 
@@ -155,6 +198,34 @@ fn bind_module(module: &Module) {
         "bind mount of {} over {} did not take effect",
         module.path.display(),
         target.display()
+    );
+}
+
+/// Copies Samba's vfs module directory into `workdir`, adds the module as
+/// `<name>.so`, and bind-mounts the copy over the original.
+fn add_module_beside(module: &Module, name: &str, workdir: &Path) {
+    assert!(
+        !name.is_empty() && !name.contains('/') && name != "aio_fork",
+        "module name {name:?}: use Install::OverAioFork to replace aio_fork"
+    );
+    let vfs_dir = module::modules_dir().join("vfs");
+    let copy = workdir.join("vfs-modules");
+    // `cp -a` keeps symlinks as they are (some modules may be links).
+    run_checked(tools::command("cp").arg("-a").arg(&vfs_dir).arg(&copy));
+    fs::copy(&module.path, copy.join(format!("{name}.so"))).expect("copy module beside");
+    run_checked(
+        tools::command("mount")
+            .arg("--bind")
+            .arg(&copy)
+            .arg(&vfs_dir),
+    );
+    let mounted = fs::read(vfs_dir.join(format!("{name}.so"))).expect("read added module");
+    let wanted = fs::read(&module.path).expect("read module under test");
+    assert!(
+        mounted == wanted,
+        "bind mount of {} over {} did not take effect",
+        copy.display(),
+        vfs_dir.display()
     );
 }
 
