@@ -105,9 +105,11 @@ struct Expected {
 }
 
 fn load_expected() -> BTreeMap<String, Expected> {
-    let text = std::fs::read_to_string(EXPECTED_FILE)
-        .unwrap_or_else(|e| panic!("cannot read {EXPECTED_FILE}: {e}"));
-    parse_expected(&text).unwrap_or_else(|e| panic!("{EXPECTED_FILE}: {e}"))
+    // Against another release's smbd (AIO_FORK_SAMBA_ROOT): tests/expected-<release>.txt.
+    let file = common::samba_root::expected_file(EXPECTED_FILE);
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+    parse_expected(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
 fn parse_expected(text: &str) -> Result<BTreeMap<String, Expected>, String> {
@@ -287,14 +289,17 @@ fn check_stats(smbd: &Smbd) -> Vec<String> {
                 total.lines
             ));
         }
+        // The suites read, write and flush (SMB2 FLUSH is served by fsync_send).
         let served = total.preads > 0
             && total.pread_bytes > 0
             && total.pwrites > 0
             && total.pwrite_bytes > 0
+            && total.fsyncs > 0
             && total.spawned > 0;
         if is_aio && !served {
             problems.push(format!(
-                "{share}: stats do not show reads, writes and spawned helpers: {total:?}"
+                "{share}: stats do not show reads, writes, fsyncs and spawned helpers: \
+                 {total:?}"
             ));
         }
     }
@@ -330,7 +335,12 @@ fn print_summary(
     }
     println!("\nexpected differences (tests/expected.txt):");
     for (name, entry) in expected {
-        println!("  {name} {:?}: {}", entry.outcomes, entry.reason);
+        let outcomes: Vec<String> = entry
+            .outcomes
+            .iter()
+            .map(|(share, outcome)| format!("{share}={outcome}"))
+            .collect();
+        println!("  {name} [{}]: {}", outcomes.join(" "), entry.reason);
     }
     println!("total time {elapsed:.1?}");
 }

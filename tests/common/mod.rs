@@ -11,6 +11,7 @@
 //! - [`procs`]: finds helper processes in /proc.
 //! - [`stats`]: parses the module's `aio_fork stats ...` log lines.
 //! - [`data`]: pseudo-random files and byte-for-byte comparison.
+//! - [`samba_root`]: optionally, smbd from another Samba release's root file system.
 //! - [`run`], [`tools`]: running external programs with deadlines; locating them.
 
 // Each test binary compiles this module but uses only part of it.
@@ -22,6 +23,7 @@ pub mod module;
 pub mod namespace;
 pub mod procs;
 pub mod run;
+pub mod samba_root;
 pub mod smbd;
 pub mod stats;
 pub mod tools;

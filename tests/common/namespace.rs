@@ -15,7 +15,7 @@ use std::process::id as process_id;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::module::{self, Module, ModuleKind};
-use super::{run, tools};
+use super::{run, samba_root, tools};
 
 /// Set (to 1) in the environment of the re-executed test binary.
 const ENV_IN_NS: &str = "AIO_FORK_IN_NS";
@@ -85,6 +85,7 @@ pub fn run_program_in_namespace(limit: Duration, install: Install, body: impl Fn
 
 fn run_outer(test_name: &str, args: &[OsString], install: &Install, limit: Duration) {
     tools::require_all();
+    samba_root::check();
     assert_root();
     let module = module::locate();
     println!(
@@ -93,7 +94,10 @@ fn run_outer(test_name: &str, args: &[OsString], install: &Install, limit: Durat
         module.kind.as_str()
     );
     let workdir = make_workdir(test_name);
-    let exe = env::current_exe().expect("current_exe");
+    // A private copy: cargo may rebuild (replace) the binary while tests run, and
+    // /proc/self/exe is read here because it survives that.
+    let exe = workdir.join("test-binary");
+    fs::copy("/proc/self/exe", &exe).expect("copy the test binary");
     let mut cmd = tools::command("unshare");
     cmd.args([
         "--net",

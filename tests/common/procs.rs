@@ -18,6 +18,14 @@ pub const HELPER_COMM: &str = "aio_fork_helper";
 /// are plain forks of them).
 pub const SMBD_COMM: &str = "smbd";
 
+/// Whether `comm` names an smbd connection process (or a C module helper forked from
+/// one): Samba 4.17 leaves them "smbd"; 4.22 renames each "smbd[<client address>]"
+/// (`process_set_title` in source3/smbd/server.c), truncated to 15 bytes by the kernel.
+/// smbd's daemons are "smbd-notifyd", "smbd-cleanupd", ...: not matched.
+pub fn is_smbd_comm(comm: &str) -> bool {
+    comm == SMBD_COMM || comm.starts_with("smbd[")
+}
+
 /// One process, from `/proc/<pid>/stat`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proc {
@@ -68,12 +76,13 @@ pub fn parse_stat(stat: &str) -> Option<Proc> {
     })
 }
 
-/// Live per-connection smbd processes: children of the main smbd named "smbd"
+/// Live per-connection smbd processes: children of the main smbd named "smbd" (4.22:
+/// "smbd[<address>]", see [`is_smbd_comm`])
 /// (its other children are smbd-notifyd and cleanupd).
 pub fn connection_pids(procs: &[Proc], main_pid: u32) -> Vec<u32> {
     procs
         .iter()
-        .filter(|p| p.is_live() && p.ppid == main_pid && p.comm == SMBD_COMM)
+        .filter(|p| p.is_live() && p.ppid == main_pid && is_smbd_comm(&p.comm))
         .map(|p| p.pid)
         .collect()
 }
@@ -94,7 +103,7 @@ pub fn helpers(procs: &[Proc], main_pid: u32, kind: ModuleKind) -> Vec<Proc> {
             let conns = connection_pids(procs, main_pid);
             procs
                 .iter()
-                .filter(|p| p.is_live() && p.comm == SMBD_COMM && conns.contains(&p.ppid))
+                .filter(|p| p.is_live() && is_smbd_comm(&p.comm) && conns.contains(&p.ppid))
                 .cloned()
                 .collect()
         }
@@ -111,13 +120,13 @@ pub fn helpers_of(conn_pid: u32, main_pid: u32, kind: ModuleKind) -> Vec<Proc> {
 
 /// Zombie helpers (exited, not yet reaped by their parent) under `conn_pid`.
 pub fn zombie_helpers_of(conn_pid: u32, kind: ModuleKind) -> Vec<Proc> {
-    let comm = match kind {
-        ModuleKind::Rust => HELPER_COMM,
-        ModuleKind::SambaC => SMBD_COMM,
+    let is_helper = |comm: &str| match kind {
+        ModuleKind::Rust => comm == HELPER_COMM,
+        ModuleKind::SambaC => is_smbd_comm(comm),
     };
     snapshot()
         .into_iter()
-        .filter(|p| !p.is_live() && p.ppid == conn_pid && p.comm == comm)
+        .filter(|p| !p.is_live() && p.ppid == conn_pid && is_helper(&p.comm))
         .collect()
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::procs::{self, Proc};
 use super::stats::{self, Stats};
-use super::{run, tools};
+use super::{run, samba_root};
 
 /// The SMB user: root, because smbd must be able to become it and it always exists.
 pub const USER: &str = "root";
@@ -167,7 +167,7 @@ impl SmbdBuilder {
 fn add_user(conf: &Path) {
     let input = format!("{PASSWORD}\n{PASSWORD}\n");
     let out = run::run_with_input(
-        tools::command("smbpasswd")
+        samba_root::command("smbpasswd")
             .arg("-c")
             .arg(conf)
             .args(["-s", "-a", USER]),
@@ -180,7 +180,7 @@ fn add_user(conf: &Path) {
 fn spawn_smbd(dir: &Path, conf: &Path) -> Child {
     let console = File::create(dir.join("smbd.console")).expect("create smbd.console");
     let console_err = console.try_clone().expect("dup smbd.console");
-    let mut cmd = tools::command("smbd");
+    let mut cmd = samba_root::command("smbd");
     cmd.arg("-s")
         .arg(conf)
         .args(["-F", "--no-process-group"])
@@ -289,7 +289,7 @@ impl Smbd {
             .into_iter()
             .filter(|p| p.is_live() && p.pid != main && p.pid != me)
             // smbd's own daemons (children not named like connection processes).
-            .filter(|p| !(p.ppid == main && p.comm != procs::SMBD_COMM))
+            .filter(|p| p.ppid != main || procs::is_smbd_comm(&p.comm))
             .collect()
     }
 

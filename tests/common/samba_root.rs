@@ -1,0 +1,92 @@
+//! Optional: run the tests against another Samba release, whose smbd and smbpasswd come
+//! from a root file system (e.g. Samba 4.22 from `scripts/samba-rootfs.sh`) instead of
+//! the host's installation.
+//!
+//!     AIO_FORK_SAMBA_ROOT=$(scripts/samba-rootfs.sh) cargo test --test transfers
+//!
+//! Each such program runs through `scripts/run-in-samba-root.sh`, chrooted into the tree
+//! with the module under test bind-mounted over the tree's `vfs/aio_fork.so` and the
+//! host's /tmp (where the per-test work dirs live) at the same path inside, so smb.conf,
+//! shares and logs need no translation. Clients (smbclient, smbtorture) stay the host's
+//! and reach the chrooted smbd over the test namespace's loopback.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::module;
+
+/// The root file system to take smbd and smbpasswd from; unset: the host's Samba.
+pub const ENV_SAMBA_ROOT: &str = "AIO_FORK_SAMBA_ROOT";
+/// Builds the tree, and names it in failure messages.
+const ROOTFS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/samba-rootfs.sh");
+const RUN_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/run-in-samba-root.sh");
+/// Written last by samba-rootfs.sh; holds `smbd -V` of the tree.
+const STAMP: &str = ".aio_fork-rootfs-complete";
+
+/// The root file system in use, if any.
+pub fn root() -> Option<PathBuf> {
+    env::var_os(ENV_SAMBA_ROOT)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Outer side, before entering the namespace: fails clearly when the tree is not
+/// complete, and tells which Samba the test runs against.
+pub fn check() {
+    let Some(root) = root() else {
+        return;
+    };
+    let version = fs::read_to_string(root.join(STAMP)).unwrap_or_else(|_| {
+        panic!(
+            "${ENV_SAMBA_ROOT}={}: not a complete Samba root file system; build it with \
+             {ROOTFS_SCRIPT} (as root, with network access)",
+            root.display()
+        )
+    });
+    println!(
+        "smbd from the root file system {} ({})",
+        root.display(),
+        version.trim()
+    );
+}
+
+/// The Samba release ("4.22") of the root file system in use, from its stamp (`smbd -V`
+/// of the tree: "Version 4.22.6-Debian-..."); `None` for the host's Samba.
+pub fn release() -> Option<String> {
+    let root = root()?;
+    let stamp = fs::read_to_string(root.join(STAMP)).ok()?;
+    let version = stamp.trim().strip_prefix("Version ")?;
+    let mut parts = version.split('.');
+    Some(format!("{}.{}", parts.next()?, parts.next()?))
+}
+
+/// Per-release variant of a file of expectations: `<stem>-<release>.<ext>` next to
+/// `default` when the tests run against a root file system's Samba (outcomes of
+/// Samba's own test suites differ between releases), else `default` itself.
+pub fn expected_file(default: &str) -> PathBuf {
+    let default = Path::new(default);
+    let Some(release) = release() else {
+        return default.to_path_buf();
+    };
+    let stem = default.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let ext = default.extension().and_then(|s| s.to_str()).unwrap_or("");
+    default.with_file_name(format!("{stem}-{release}.{ext}"))
+}
+
+/// A `Command` for Samba program `tool` (smbd, smbpasswd): the host's, or the root file
+/// system's with the module under test in place.
+pub fn command(tool: &str) -> Command {
+    let Some(root) = root() else {
+        return super::tools::command(tool);
+    };
+    let mut cmd = Command::new(RUN_SCRIPT);
+    cmd.env("AIO_FORK_ROOTFS", &root);
+    // Set on the inner side of the namespace (see namespace.rs).
+    if let Some(module) = env::var_os(module::ENV_MODULE) {
+        cmd.arg("--module").arg(Path::new(&module));
+    }
+    cmd.args(["--", tool]);
+    cmd
+}
