@@ -3,17 +3,21 @@
  *
  * Opens one existing file on a share and, after a start signal, issues requests of
  * one size at random aligned offsets for a fixed time, timing every call. The
- * benchmark (benches/backends.rs) starts several of these at once.
+ * benchmark (benches/backends/) starts several of these at once.
  *
- *   smbload URL USER PASSWORD MODE SIZE SECONDS SEED [LATENCY_FILE]
+ *   smbload [-c SMB_CONF] [-l LATENCY_FILE] URL USER PASSWORD MODE SIZE SECONDS SEED
  *
+ *   -c SMB_CONF   client configuration to load instead of the host's smb.conf
+ *   -l LATENCY_FILE
+ *                 every request's latency in microseconds, one per line in request
+ *                 order, so the caller can merge all clients' latencies into one
+ *                 median/p99 (and see the first request's, which may include a
+ *                 helper fork)
  *   URL           smb://127.0.0.1/share/file (the file must exist and be >= SIZE)
  *   MODE          randread | randwrite
  *   SIZE          bytes per request (e.g. 4096); offsets are multiples of SIZE
  *   SECONDS       how long to run once started (bounded: also at most MAX_OPS ops)
  *   SEED          random seed (each client should get its own)
- *   LATENCY_FILE  optional: every request's latency in microseconds, one per line,
- *                 so the caller can merge all clients' latencies into one median/p99
  *
  * Protocol with the caller: after connecting and opening the file, prints "ready"
  * and waits for one line (or EOF) on stdin, so that N clients start together and
@@ -37,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Upper bound on requests per run: keeps the loop and the latency array bounded. */
 #define MAX_OPS 20000000UL
@@ -101,24 +106,39 @@ static uint32_t percentile(const uint32_t *sorted, size_t n, double p)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: smbload URL USER PASSWORD randread|randwrite SIZE SECONDS SEED "
-                    "[LATENCY_FILE]\n");
+    fprintf(stderr, "usage: smbload [-c SMB_CONF] [-l LATENCY_FILE] URL USER PASSWORD "
+                    "randread|randwrite SIZE SECONDS SEED\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 8 || argc > 9) {
+    const char *conf = NULL;
+    const char *latency_file = NULL;
+    int opt;
+    while ((opt = getopt(argc, argv, "c:l:")) != -1) {
+        switch (opt) {
+        case 'c':
+            conf = optarg;
+            break;
+        case 'l':
+            latency_file = optarg;
+            break;
+        default:
+            usage();
+        }
+    }
+    if (argc - optind != 7) {
         usage();
     }
-    const char *url = argv[1];
-    g_user = argv[2];
-    g_password = argv[3];
-    const char *mode = argv[4];
-    long size = strtol(argv[5], NULL, 10);
-    double seconds = strtod(argv[6], NULL);
-    uint64_t rng = strtoull(argv[7], NULL, 10) * 0x9E3779B97F4A7C15ULL + 1;
-    const char *latency_file = argc == 9 ? argv[8] : NULL;
+    char **arg = argv + optind;
+    const char *url = arg[0];
+    g_user = arg[1];
+    g_password = arg[2];
+    const char *mode = arg[3];
+    long size = strtol(arg[4], NULL, 10);
+    double seconds = strtod(arg[5], NULL);
+    uint64_t rng = strtoull(arg[6], NULL, 10) * 0x9E3779B97F4A7C15ULL + 1;
     int writing;
     if (strcmp(mode, "randread") == 0) {
         writing = 0;
@@ -142,6 +162,12 @@ int main(int argc, char **argv)
     smbc_setFunctionAuthDataWithContext(ctx, auth_fn);
     if (smbc_init_context(ctx) == NULL) {
         fprintf(stderr, "smbload: smbc_init_context failed: %s\n", strerror(errno));
+        smbc_free_context(ctx, 1);
+        return 2;
+    }
+    /* After init, which loads the default configuration: this one replaces it. */
+    if (conf != NULL && smbc_setConfiguration(ctx, conf) != 0) {
+        fprintf(stderr, "smbload: cannot load %s\n", conf);
         smbc_free_context(ctx, 1);
         return 2;
     }

@@ -1,0 +1,266 @@
+//! The two kinds of load: one smbclient moving a large file (sequential), and
+//! several `smbload` processes (bench/smbload.c, over libsmbclient) doing small
+//! requests at random offsets.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::client;
+use crate::common::run;
+use crate::common::smbd::{self, Smbd};
+
+/// The load generator's source, compiled at bench time (it is a C program over
+/// libsmbclient; no Rust binding of libsmbclient is needed for it).
+const SMBLOAD_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/smbload.c");
+const SMBCLIENT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Connecting 8 clients takes well under a second; this only bounds a broken server.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long after its run time a client may take to report and exit.
+const FINISH_SLACK: Duration = Duration::from_secs(60);
+
+/// Compiles bench/smbload.c into `out_dir` with gcc; returns the program's path.
+pub fn build_smbload(out_dir: &Path) -> PathBuf {
+    let out = out_dir.join("smbload");
+    let result = run::run(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-Wextra", "-I/usr/include/samba-4.0", "-o"])
+            .arg(&out)
+            .arg(SMBLOAD_SOURCE)
+            .arg("-lsmbclient"),
+        Duration::from_secs(120),
+    );
+    assert!(
+        result.success(),
+        "building {SMBLOAD_SOURCE} failed (needs gcc and libsmbclient-dev: \
+         `apt-get install -y gcc libsmbclient-dev`):\n{}",
+        result.describe()
+    );
+    out
+}
+
+/// One smbclient transfer: the rate smbclient itself reports, in MiB/s.
+/// smbclient times the transfer from open to close, so connection setup and
+/// authentication (the same for every backend) are not in it.
+pub fn smbclient_transfer(smbd: &Smbd, share: &str, command: &str) -> Result<f64, String> {
+    let out = client::smbclient(smbd, share, command, SMBCLIENT_TIMEOUT);
+    let text = out.combined();
+    if !out.success() || text.contains("NT_STATUS_") {
+        let status = text
+            .split_whitespace()
+            .find(|w| w.starts_with("NT_STATUS_"))
+            .unwrap_or("no NT_STATUS in its output");
+        return Err(format!("smbclient `{command}` failed: {status}"));
+    }
+    parse_average_kib_s(&text)
+        .map(|kib_s| kib_s / 1024.0)
+        .ok_or_else(|| format!("no transfer rate in smbclient's output:\n{text}"))
+}
+
+/// smbclient prints `(average 744727.3 KiloBytes/sec)` after a get and
+/// `(average 288704.8 kb/s)` after a put; both are KiB/s (bytes / 1.024 ms).
+fn parse_average_kib_s(text: &str) -> Option<f64> {
+    let after = text.rsplit("(average ").next()?;
+    if after.len() == text.len() {
+        return None;
+    }
+    after.split_whitespace().next()?.parse().ok()
+}
+
+/// What the random-request clients do.
+pub struct RandomSpec<'a> {
+    pub smbload: &'a Path,
+    pub share: &'a str,
+    pub file: &'a str,
+    /// `randread` or `randwrite` (see bench/smbload.c).
+    pub mode: &'a str,
+    pub request_size: u64,
+    pub clients: usize,
+    pub duration: Duration,
+    pub seed: u64,
+    /// Where the clients write their latency files.
+    pub scratch: &'a Path,
+}
+
+/// All clients of one run together.
+#[derive(Clone, Debug)]
+pub struct RandomResult {
+    pub ops_per_s: f64,
+    pub ops: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// Kills and reaps the clients however the run ends.
+struct Clients(Vec<Child>);
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            run::kill_group(child.id());
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `spec.clients` smbload processes against one share. They connect first; once
+/// all are ready they start together and run for `spec.duration`. Halfway through,
+/// `while_running` is called (to look at the server under load).
+pub fn run_random(
+    smbd: &Smbd,
+    spec: &RandomSpec,
+    while_running: &mut dyn FnMut(),
+) -> Result<RandomResult, String> {
+    let url = format!("smb://{}/{}/{}", smbd::ADDRESS, spec.share, spec.file);
+    let (tx, rx) = mpsc::channel::<(usize, String)>();
+    let mut clients = Clients(Vec::new());
+    let mut stderr_threads = Vec::new();
+    let mut latency_files = Vec::new();
+    for i in 0..spec.clients {
+        let latency_file = spec.scratch.join(format!("latency.{i}"));
+        let mut cmd = Command::new(spec.smbload);
+        cmd.arg("-c")
+            .arg(&smbd.conf)
+            .arg("-l")
+            .arg(&latency_file)
+            .arg(&url)
+            .args([smbd::USER, smbd::PASSWORD, spec.mode])
+            .arg(spec.request_size.to_string())
+            .arg(format!("{:.3}", spec.duration.as_secs_f64()))
+            .arg((spec.seed + i as u64).to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so the Drop above can kill exactly it.
+            .process_group(0);
+        let mut child = run::spawn(&mut cmd);
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        clients.0.push(child);
+        latency_files.push(latency_file);
+        let tx = tx.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send((i, line)).is_err() {
+                    break;
+                }
+            }
+        });
+        stderr_threads.push(thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut text);
+            text
+        }));
+    }
+    drop(tx);
+
+    // Everyone connected and opened the file: then start them at once.
+    let ready = collect_lines(&rx, spec.clients, "ready", Instant::now() + READY_TIMEOUT);
+    if ready.len() < spec.clients {
+        drop(clients);
+        return Err(format!(
+            "only {} of {} clients got ready: {}",
+            ready.len(),
+            spec.clients,
+            first_stderr(stderr_threads)
+        ));
+    }
+    for child in &mut clients.0 {
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(b"go\n");
+        }
+    }
+    let started = Instant::now();
+    thread::sleep(spec.duration / 2);
+    while_running();
+
+    let deadline = started + spec.duration + FINISH_SLACK;
+    let results = collect_lines(&rx, spec.clients, "result ", deadline);
+    let mut failed = Vec::new();
+    for (i, child) in clients.0.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (status, timed_out) = run::wait_deadline(child, left.max(Duration::from_secs(1)));
+        if timed_out || !status.is_some_and(|s| s.success()) {
+            failed.push(format!("client {i}: {status:?}"));
+        }
+    }
+    drop(clients);
+    if results.len() < spec.clients || !failed.is_empty() {
+        return Err(format!(
+            "{} of {} clients reported; failed: {failed:?}: {}",
+            results.len(),
+            spec.clients,
+            first_stderr(stderr_threads)
+        ));
+    }
+
+    let mut ops_per_s = 0.0;
+    let mut ops = 0;
+    for line in &results {
+        ops_per_s += field(line, "ops_per_s").unwrap_or(0.0);
+        ops += field(line, "ops").unwrap_or(0.0) as u64;
+    }
+    let mut latencies = Vec::new();
+    for path in &latency_files {
+        let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        latencies.extend(text.lines().filter_map(|l| l.parse::<u32>().ok()));
+        let _ = fs::remove_file(path);
+    }
+    latencies.sort_unstable();
+    Ok(RandomResult {
+        ops_per_s,
+        ops,
+        p50_us: percentile(&latencies, 50.0),
+        p99_us: percentile(&latencies, 99.0),
+    })
+}
+
+/// Lines starting with `prefix`, one per client, until each client sent one or the
+/// deadline passed (or every client's stdout closed).
+fn collect_lines(
+    rx: &mpsc::Receiver<(usize, String)>,
+    clients: usize,
+    prefix: &str,
+    deadline: Instant,
+) -> Vec<String> {
+    let mut got: Vec<Option<String>> = vec![None; clients];
+    while got.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, line)) if line.starts_with(prefix) => got[i] = Some(line),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    got.into_iter().flatten().collect()
+}
+
+fn first_stderr(threads: Vec<thread::JoinHandle<String>>) -> String {
+    threads
+        .into_iter()
+        .filter_map(|t| t.join().ok())
+        .find(|t| !t.trim().is_empty())
+        .map(|t| run::tail(&t, 5))
+        .unwrap_or_else(|| "no error output".to_string())
+}
+
+/// `key=value` from a `result ...` line.
+fn field(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Nearest-rank percentile of sorted values (0 if empty).
+pub fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    f64::from(sorted[rank.clamp(1, sorted.len()) - 1])
+}
