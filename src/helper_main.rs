@@ -192,7 +192,8 @@ unsafe fn serve(req: &Request, fd: libc::c_int, buf: SharedBuf, rng: &mut Rng) -
         (None, _) => -(libc::EINVAL as i64),
         (Some(_), _) if req.len > buf.len as u64 => -(libc::EINVAL as i64),
         (Some(Op::Read), _) => read_full(fd, buf.ptr, req.len as usize, req.offset),
-        (Some(Op::Write), _) => write_full(fd, buf.ptr, req.len as usize, req.offset),
+        (Some(Op::Write), _) => write_full(fd, buf.ptr, req.len as usize, Some(req.offset)),
+        (Some(Op::Append), _) => write_full(fd, buf.ptr, req.len as usize, None),
         (Some(Op::Fsync), _) => {
             if libc::fsync(fd) == 0 {
                 0
@@ -230,19 +231,22 @@ unsafe fn read_full(fd: libc::c_int, buf: *mut u8, len: usize, offset: i64) -> i
     done as i64
 }
 
-/// pwrite until `len` bytes are written or an error (returned as -errno if nothing was written).
-unsafe fn write_full(fd: libc::c_int, buf: *const u8, len: usize, offset: i64) -> i64 {
+/// pwrite (or, without an offset, write to an O_APPEND fd) until `len` bytes are written
+/// or an error (returned as -errno if nothing was written).
+unsafe fn write_full(fd: libc::c_int, buf: *const u8, len: usize, offset: Option<i64>) -> i64 {
+    let write_at = |done: usize| {
+        let from = buf.add(done) as *const libc::c_void;
+        match offset {
+            Some(off) => libc::pwrite(fd, from, len - done, off.wrapping_add(done as i64)),
+            None => libc::write(fd, from, len - done),
+        }
+    };
     if len == 0 {
-        return syscall_result(libc::pwrite(fd, buf as *const libc::c_void, 0, offset));
+        return syscall_result(write_at(0));
     }
     let mut done = 0usize;
     while done < len {
-        let n = libc::pwrite(
-            fd,
-            buf.add(done) as *const libc::c_void,
-            len - done,
-            offset.wrapping_add(done as i64),
-        );
+        let n = write_at(done);
         match n {
             n if n > 0 => done += n as usize,
             _ if n < 0 && errno() == libc::EINTR => continue,

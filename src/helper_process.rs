@@ -272,6 +272,23 @@ mod tests {
     }
 
     #[test]
+    fn appends_go_to_the_end_whatever_the_offset() {
+        let file = temp_file(b"head");
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let appender = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        let mut h = HelperProcess::spawn(4096).unwrap();
+        h.buffer()[..4].copy_from_slice(b"tail");
+        h.send(&request(1, Op::Append, -1, 4), appender.as_raw_fd())
+            .unwrap();
+        assert!(matches!(
+            wait_reply(&h),
+            ReplyRead::Reply(Reply { result: 4, .. })
+        ));
+        let content = std::fs::read(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+        assert_eq!(content, b"headtail");
+    }
+
+    #[test]
     fn read_past_end_of_file_is_short_and_oversized_requests_are_refused() {
         let file = temp_file(b"0123456789");
         let h = HelperProcess::spawn(4096).unwrap();

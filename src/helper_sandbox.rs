@@ -31,11 +31,13 @@ const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter { code, jt, jf, k }
 }
 
-/// What the helper loop calls (see helper_main): socket I/O, file I/O on passed fds,
+/// What the helper loop calls (see helper_main): socket I/O, file I/O on passed fds (write:
+/// appends),
 /// close, the erratic-mode sleep, the clock, and exiting.
 #[cfg(target_arch = "x86_64")]
-const ALLOWED: [libc::c_long; 16] = [
+const ALLOWED: [libc::c_long; 17] = [
     libc::SYS_recvmsg,
+    libc::SYS_write,
     libc::SYS_sendto,
     libc::SYS_sendmsg,
     libc::SYS_pread64,
@@ -53,8 +55,9 @@ const ALLOWED: [libc::c_long; 16] = [
     libc::SYS_restart_syscall,
 ];
 #[cfg(target_arch = "aarch64")]
-const ALLOWED: [libc::c_long; 15] = [
+const ALLOWED: [libc::c_long; 16] = [
     libc::SYS_recvmsg,
+    libc::SYS_write,
     libc::SYS_sendto,
     libc::SYS_sendmsg,
     libc::SYS_pread64,

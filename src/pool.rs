@@ -397,7 +397,7 @@ impl PoolInner {
             _ => (job.len - job.done).min(BUFFER_SIZE),
         };
         let helper = &mut self.helpers[idx];
-        if job.op == Op::Write && chunk > 0 {
+        if job.op.writes() && chunk > 0 {
             // SAFETY: job.data is smbd's live buffer of job.len bytes (the job is forgotten
             // before smbd frees it); the helper is idle, so nobody else uses its buffer.
             let src = unsafe { std::slice::from_raw_parts(job.data.add(job.done), chunk) };
@@ -429,7 +429,7 @@ impl PoolInner {
         };
         if let Err(e) = sent {
             tracing::warn!(pid = helper.process.pid(), error = %e, "helper unreachable");
-            self.bury(idx);
+            self.bury(idx, false);
         }
     }
 
@@ -442,7 +442,7 @@ impl PoolInner {
             ReplyRead::NotYet => return,
             ReplyRead::Dead => {
                 tracing::warn!(pid = self.helpers[idx].process.pid(), "helper died");
-                self.bury(idx);
+                self.bury(idx, true);
                 self.pump();
                 return;
             }
@@ -457,7 +457,7 @@ impl PoolInner {
                     pid = self.helpers[idx].process.pid(),
                     "helper sent an unexpected reply"
                 );
-                self.bury(idx);
+                self.bury(idx, true);
                 self.pump();
                 return;
             }
@@ -469,7 +469,7 @@ impl PoolInner {
                 chunk,
                 "helper claimed more bytes than asked"
             );
-            self.bury(idx);
+            self.bury(idx, true);
             self.pump();
             return;
         }
@@ -555,7 +555,7 @@ impl PoolInner {
                 self.stats.preads += 1;
                 self.stats.pread_bytes += bytes;
             }
-            Op::Write => {
+            Op::Write | Op::Append => {
                 self.stats.pwrites += 1;
                 self.stats.pwrite_bytes += bytes;
             }
@@ -564,7 +564,8 @@ impl PoolInner {
     }
 
     /// Ends helper `idx` after it died or misbehaved; its job is retried or handed on.
-    fn bury(&mut self, idx: usize) {
+    /// `delivered`: the helper may have started the job (it was sent successfully).
+    fn bury(&mut self, idx: usize, delivered: bool) {
         self.stats.helper_deaths += 1;
         let state = self.remove_helper(idx);
         let HelperState::Busy { job: id, .. } = state else {
@@ -575,6 +576,22 @@ impl PoolInner {
         };
         if job.req.is_null() {
             self.jobs.remove(&id);
+            return;
+        }
+        if delivered && !job.op.is_idempotent() {
+            // An append may have happened: doing it again could write the data twice.
+            tracing::warn!(
+                done = job.done,
+                "helper died during an append: it may or may not have been written; reporting EIO"
+            );
+            let job = self.jobs.remove(&id).expect("job present");
+            self.account(&job, -(libc::EIO as i64));
+            self.completing.push_back(Action::Finish {
+                req: job.req,
+                result: if job.done > 0 { job.done as isize } else { -1 },
+                error: if job.done > 0 { 0 } else { libc::EIO },
+                duration_ns: job.duration_ns,
+            });
             return;
         }
         job.deaths += 1;
@@ -655,7 +672,7 @@ impl PoolInner {
                 "helper did not answer within the request timeout: ending it"
             );
             self.stats.hung += 1;
-            self.bury(idx);
+            self.bury(idx, true);
         }
     }
 

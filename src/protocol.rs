@@ -12,6 +12,9 @@ pub enum Op {
     Read = 1,
     Write = 2,
     Fsync = 3,
+    /// Write at the end of the file (an append-only POSIX handle, Samba 4.22+): the fd has
+    /// O_APPEND and the offset is ignored.
+    Append = 4,
 }
 
 impl Op {
@@ -20,8 +23,19 @@ impl Op {
             1 => Some(Op::Read),
             2 => Some(Op::Write),
             3 => Some(Op::Fsync),
+            4 => Some(Op::Append),
             _ => None,
         }
+    }
+
+    /// Whether doing it twice gives the same result as once: what a retry may assume.
+    pub fn is_idempotent(self) -> bool {
+        self != Op::Append
+    }
+
+    /// Whether the request carries data from smbd to the helper.
+    pub fn writes(self) -> bool {
+        matches!(self, Op::Write | Op::Append)
     }
 }
 
@@ -124,6 +138,13 @@ mod tests {
     #[test]
     fn unknown_ops_are_refused() {
         assert_eq!(Op::from_raw(0), None);
-        assert_eq!(Op::from_raw(4), None);
+        assert_eq!(Op::from_raw(5), None);
+    }
+
+    #[test]
+    fn only_appends_may_not_be_retried() {
+        assert!(Op::Read.is_idempotent() && Op::Write.is_idempotent() && Op::Fsync.is_idempotent());
+        assert!(!Op::Append.is_idempotent());
+        assert!(Op::Append.writes() && Op::Write.writes() && !Op::Read.writes());
     }
 }

@@ -9,6 +9,9 @@ use std::ffi::c_void;
 use std::rc::Rc;
 use std::{mem, ptr};
 
+/// Samba's VFS_PWRITE_APPEND_OFFSET (source3/include/vfs.h, 4.22+).
+const VFS_PWRITE_APPEND_OFFSET: i64 = -1;
+
 /// Lives in the tevent request's state memory, dropped by its talloc destructor.
 pub struct ReqState {
     /// The tevent request owning this state.
@@ -96,7 +99,10 @@ unsafe fn start(req: *mut ffi::tevent_req) {
         fall_back(req, 0);
         return;
     }
-    if state.offset < 0 && state.op != Op::Fsync {
+    // Samba 4.22+: a write on an append-only POSIX handle comes with this offset (smbd
+    // checked the handle's flag); the fd has O_APPEND and the data goes to the end.
+    let append = state.op == Op::Write && state.offset == VFS_PWRITE_APPEND_OFFSET;
+    if state.offset < 0 && state.op != Op::Fsync && !append {
         // What pread(2)/pwrite(2) answer; no helper needed for that.
         finish(req, -1, libc::EINVAL, 0);
         ffi::aio_fork_req_done(req);
@@ -105,7 +111,7 @@ unsafe fn start(req: *mut ffi::tevent_req) {
     }
     let job = Job {
         req,
-        op: state.op,
+        op: if append { Op::Append } else { state.op },
         fd,
         offset: state.offset,
         len: state.len,
@@ -168,7 +174,11 @@ unsafe fn fall_back(req: *mut ffi::tevent_req, done: usize) {
     let api = api();
     let next = (*state.handle).next;
     let mem = state as *mut ReqState as *mut c_void;
-    let offset = state.offset.wrapping_add(done as i64);
+    let offset = if state.offset == VFS_PWRITE_APPEND_OFFSET {
+        VFS_PWRITE_APPEND_OFFSET
+    } else {
+        state.offset.wrapping_add(done as i64)
+    };
     let rest = state.len - done;
     let subreq = match state.op {
         Op::Read => (api.smb_vfs_call_pread_send)(
@@ -180,7 +190,7 @@ unsafe fn fall_back(req: *mut ffi::tevent_req, done: usize) {
             rest,
             offset,
         ),
-        Op::Write => (api.smb_vfs_call_pwrite_send)(
+        Op::Write | Op::Append => (api.smb_vfs_call_pwrite_send)(
             next,
             mem,
             state.ev,
@@ -211,7 +221,7 @@ unsafe extern "C" fn fallback_done(subreq: *mut ffi::tevent_req) {
             let api = api();
             let r = match state.op {
                 Op::Read => (api.pread_recv)(subreq, &mut aio),
-                Op::Write => (api.pwrite_recv)(subreq, &mut aio),
+                Op::Write | Op::Append => (api.pwrite_recv)(subreq, &mut aio),
                 Op::Fsync => (api.fsync_recv)(subreq, &mut aio) as isize,
             };
             ffi::aio_fork_talloc_free(subreq as *mut c_void);

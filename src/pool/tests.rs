@@ -441,3 +441,60 @@ fn dropping_the_pool_ends_and_reaps_every_helper() {
         );
     }
 }
+
+#[test]
+fn an_append_whose_helper_died_is_reported_not_repeated() {
+    let lp = Loop::new();
+    let file = temp_file(b"start");
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let appender = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path.clone())
+        .unwrap();
+    let pool = pool(
+        &lp,
+        Config {
+            min_helpers: 1,
+            ..config()
+        },
+    );
+    let victim = pool.helper_pids()[0];
+    signal(victim, nix::sys::signal::Signal::SIGSTOP);
+
+    let mut data = b"more".to_vec();
+    submit(&pool, 1, Op::Append, appender.as_raw_fd(), -1, &mut data);
+    signal(victim, nix::sys::signal::Signal::SIGKILL);
+    lp.run_until("the append's end", LONG, || outcome_of(1).is_some());
+
+    assert_eq!(
+        outcome_of(1),
+        Some(Outcome::Finish {
+            req: 1,
+            result: -1,
+            error: libc::EIO
+        })
+    );
+    assert_eq!(pool.stats().retries, 0);
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        b"start",
+        "the append must not run again"
+    );
+
+    // A live helper appends normally.
+    let mut again = b"+1".to_vec();
+    submit(&pool, 2, Op::Append, appender.as_raw_fd(), -1, &mut again);
+    lp.run_until("an append", LONG, || outcome_of(2).is_some());
+    assert_eq!(
+        outcome_of(2),
+        Some(Outcome::Finish {
+            req: 2,
+            result: 2,
+            error: 0
+        })
+    );
+    let mut content = Vec::new();
+    let mut f = std::fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+    f.read_to_end(&mut content).unwrap();
+    assert_eq!(content, b"start+1");
+}
