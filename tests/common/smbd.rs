@@ -37,6 +37,8 @@ pub struct SmbdBuilder {
     dir: PathBuf,
     globals: Vec<(String, String)>,
     shares: Vec<Share>,
+    /// Extra environment variables for smbd.
+    env: Vec<(String, String)>,
 }
 
 impl SmbdBuilder {
@@ -61,6 +63,7 @@ impl SmbdBuilder {
             dir: dir.to_path_buf(),
             globals: Vec::new(),
             shares: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -80,6 +83,12 @@ impl SmbdBuilder {
     /// Adds (or, coming later, overrides) a `[global]` option.
     pub fn global(mut self, key: &str, value: &str) -> Self {
         self.globals.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets an environment variable for smbd (e.g. `LD_PRELOAD`, for a benchmark).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -143,7 +152,7 @@ impl SmbdBuilder {
         let conf = self.dir.join("smb.conf");
         fs::write(&conf, self.config_text()).expect("write smb.conf");
         add_user(&conf);
-        let child = spawn_smbd(&self.dir, &conf);
+        let child = spawn_smbd(&self.dir, &conf, &self.env);
         let smbd = Smbd {
             dir: self.dir.clone(),
             conf,
@@ -177,7 +186,7 @@ fn add_user(conf: &Path) {
     assert!(out.success(), "smbpasswd failed:\n{}", out.describe());
 }
 
-fn spawn_smbd(dir: &Path, conf: &Path) -> Child {
+fn spawn_smbd(dir: &Path, conf: &Path, env: &[(String, String)]) -> Child {
     let console = File::create(dir.join("smbd.console")).expect("create smbd.console");
     let console_err = console.try_clone().expect("dup smbd.console");
     let mut cmd = samba_root::command("smbd");
@@ -186,7 +195,8 @@ fn spawn_smbd(dir: &Path, conf: &Path) -> Child {
         .args(["-F", "--no-process-group"])
         .stdin(Stdio::null())
         .stdout(console)
-        .stderr(console_err);
+        .stderr(console_err)
+        .envs(env.iter().map(|(k, v)| (k, v)));
     // Its own process group: stopping it can then take every child along.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     run::spawn(&mut cmd)
