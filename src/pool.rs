@@ -76,7 +76,6 @@ impl Action {
 pub type ActionRunner = fn(Action);
 
 pub struct Pool {
-    pub share: String,
     inner: RefCell<PoolInner>,
     run_action: ActionRunner,
 }
@@ -137,7 +136,6 @@ impl Pool {
         // SAFETY: a new talloc context without parent; freed in Drop.
         let mem = unsafe { ffi::aio_fork_talloc_new(ptr::null()) };
         let pool = Rc::new(Pool {
-            share: share.clone(),
             run_action,
             inner: RefCell::new(PoolInner {
                 cfg,
@@ -153,7 +151,7 @@ impl Pool {
                 timer: ptr::null_mut(),
                 timer_due: None,
                 spawn_error_logged: false,
-                share: share.clone(),
+                share,
                 last_stats_log: None,
             }),
         });
@@ -165,8 +163,8 @@ impl Pool {
         pool
     }
 
-    pub fn config(&self) -> Config {
-        self.inner.borrow().cfg.clone()
+    pub fn share(&self) -> String {
+        self.inner.borrow().share.clone()
     }
 
     pub fn stats(&self) -> Stats {
@@ -214,7 +212,7 @@ impl Pool {
     pub fn forget(&self, job: JobId, req: *mut ffi::tevent_req) {
         let Ok(mut inner) = self.inner.try_borrow_mut() else {
             // Cannot happen: the pool never calls out to smbd while borrowed.
-            tracing::error!(share = %self.share, "request freed while the pool was busy");
+            tracing::error!("request freed while the pool was busy");
             return;
         };
         inner.completing.retain(|a| a.req() != req);
@@ -299,20 +297,23 @@ impl PoolInner {
         }
     }
 
-    /// An idle helper, or a new one if the pool may grow; `None`: the job must wait.
-    fn free_helper(&mut self) -> Option<usize> {
-        let idle: Vec<(usize, Instant)> = self
-            .helpers
+    /// The idle helpers: their indexes, and since when each is idle.
+    fn idle_helpers(&self) -> (Vec<usize>, Vec<Instant>) {
+        self.helpers
             .iter()
             .enumerate()
             .filter_map(|(i, h)| match h.state {
                 HelperState::Idle(since) => Some((i, since)),
                 HelperState::Busy { .. } => None,
             })
-            .collect();
-        let since: Vec<Instant> = idle.iter().map(|(_, s)| *s).collect();
+            .unzip()
+    }
+
+    /// An idle helper, or a new one if the pool may grow; `None`: the job must wait.
+    fn free_helper(&mut self) -> Option<usize> {
+        let (idle, since) = self.idle_helpers();
         match pool_policy::place(&since, self.helpers.len(), self.cfg.max_helpers as usize) {
-            Placement::Idle(i) => Some(idle[i].0),
+            Placement::Idle(i) => Some(idle[i]),
             Placement::Spawn => self.spawn(),
             Placement::Wait => None,
         }
@@ -631,16 +632,7 @@ impl PoolInner {
 
     /// Ends helpers idle for longer than the idle timeout, down to `min helpers`.
     fn cull(&mut self, now: Instant) {
-        let idle: Vec<(usize, Instant)> = self
-            .helpers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| match h.state {
-                HelperState::Idle(since) => Some((i, since)),
-                HelperState::Busy { .. } => None,
-            })
-            .collect();
-        let since: Vec<Instant> = idle.iter().map(|(_, s)| *s).collect();
+        let (idle, since) = self.idle_helpers();
         let picked = pool_policy::to_cull(
             &since,
             self.helpers.len(),
@@ -648,7 +640,7 @@ impl PoolInner {
             self.cfg.idle_timeout,
             now,
         );
-        let mut ids: Vec<u64> = picked.iter().map(|&i| self.helpers[idle[i].0].id).collect();
+        let mut ids: Vec<u64> = picked.iter().map(|&i| self.helpers[idle[i]].id).collect();
         ids.sort_unstable();
         for id in ids {
             if let Some(idx) = self.helpers.iter().position(|h| h.id == id) {
@@ -679,14 +671,7 @@ impl PoolInner {
     /// When the timer must next fire: the earliest of the oldest idle helper's expiry (if
     /// the pool is above `min helpers`) and the oldest busy helper's request timeout.
     fn next_due(&self) -> Option<Instant> {
-        let idle: Vec<Instant> = self
-            .helpers
-            .iter()
-            .filter_map(|h| match h.state {
-                HelperState::Idle(s) => Some(s),
-                HelperState::Busy { .. } => None,
-            })
-            .collect();
+        let (_, idle) = self.idle_helpers();
         let cull = pool_policy::next_cull(
             &idle,
             self.helpers.len(),
