@@ -139,7 +139,7 @@ pub struct SamplerReport {
     pub distinct: BTreeSet<u32>,
     /// Parent pids of the helpers seen.
     pub parents: BTreeSet<u32>,
-    /// Helpers seen whose parent was not a connection smbd at the time.
+    /// Helpers seen whose parent was a live process other than a connection smbd.
     pub misparented: BTreeSet<u32>,
     pub samples: usize,
 }
@@ -191,9 +191,17 @@ fn sample_once(report: &mut SamplerReport, main_pid: u32, kind: ModuleKind, conn
     for helper in &found {
         report.distinct.insert(helper.pid);
         report.parents.insert(helper.ppid);
-        if !conns.contains(&helper.ppid) {
+        if is_misparented(helper, &snap, &conns) {
             report.misparented.insert(helper.pid);
         }
     }
     report.samples += 1;
+}
+
+/// A helper whose live parent is not a connection smbd. A helper whose connection
+/// process has just exited (a zombie, or reparented to the namespace's init, PID 1)
+/// is on its way out, not misplaced; one that stays is caught by `Smbd::wait_idle`.
+fn is_misparented(helper: &Proc, snap: &[Proc], conns: &[u32]) -> bool {
+    let parent_live = snap.iter().any(|p| p.pid == helper.ppid && p.is_live());
+    parent_live && helper.ppid != 1 && !conns.contains(&helper.ppid)
 }

@@ -74,7 +74,12 @@ impl SuiteRun {
 /// Runs `smbtorture --fullname --target=samba3 //127.0.0.1/<share> -U.. <suite>`, killing it after
 /// `timeout`; a test left unfinished by the kill is recorded as [`Outcome::Timeout`].
 pub fn run_suite(smbd: &Smbd, share: &str, suite: &str, timeout: Duration) -> SuiteRun {
+    // smbtorture makes a temp dir in its cwd and leaves it when killed: keep it in
+    // the test's own directory.
+    let cwd = smbd.dir.join("torture");
+    std::fs::create_dir_all(&cwd).expect("create smbtorture dir");
     let mut cmd = tools::command("smbtorture");
+    cmd.current_dir(&cwd);
     // --target=samba3 as Samba's own selftest: Samba-specific expectations
     // (e.g. smb2.rw.invalid's write just below the 16 TiB file size limit).
     cmd.arg("--fullname")
