@@ -18,6 +18,7 @@ use crate::common::smbd::{self, Smbd};
 /// The load generator's source, compiled at bench time (it is a C program over
 /// libsmbclient; no Rust binding of libsmbclient is needed for it).
 const SMBLOAD_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/smbload.c");
+const BALLAST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/ballast.c");
 const SMBCLIENT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Connecting 8 clients takes well under a second; this only bounds a broken server.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,21 +28,35 @@ const FINISH_SLACK: Duration = Duration::from_secs(60);
 /// Compiles bench/smbload.c into `out_dir` with gcc; returns the program's path.
 pub fn build_smbload(out_dir: &Path) -> PathBuf {
     let out = out_dir.join("smbload");
+    gcc(
+        &[SMBLOAD_SOURCE, "-I/usr/include/samba-4.0", "-lsmbclient"],
+        &out,
+    );
+    out
+}
+
+/// Compiles bench/ballast.c (see there) into a shared object for LD_PRELOAD.
+pub fn build_ballast(out_dir: &Path) -> PathBuf {
+    let out = out_dir.join("ballast.so");
+    gcc(&["-shared", "-fPIC", BALLAST_SOURCE], &out);
+    out
+}
+
+fn gcc(args: &[&str], out: &Path) {
     let result = run::run(
         Command::new("gcc")
-            .args(["-O2", "-Wall", "-Wextra", "-I/usr/include/samba-4.0", "-o"])
-            .arg(&out)
-            .arg(SMBLOAD_SOURCE)
-            .arg("-lsmbclient"),
+            .args(["-O2", "-Wall", "-Wextra", "-o"])
+            .arg(out)
+            .args(args),
         Duration::from_secs(120),
     );
     assert!(
         result.success(),
-        "building {SMBLOAD_SOURCE} failed (needs gcc and libsmbclient-dev: \
+        "building {} failed (needs gcc and libsmbclient-dev: \
          `apt-get install -y gcc libsmbclient-dev`):\n{}",
+        out.display(),
         result.describe()
     );
-    out
 }
 
 /// One smbclient transfer: the rate smbclient itself reports, in MiB/s.
@@ -55,7 +70,8 @@ pub fn smbclient_transfer(smbd: &Smbd, share: &str, command: &str) -> Result<f64
             .split_whitespace()
             .find(|w| w.starts_with("NT_STATUS_"))
             .unwrap_or("no NT_STATUS in its output");
-        return Err(format!("smbclient `{command}` failed: {status}"));
+        let verb = command.split_whitespace().next().unwrap_or(command);
+        return Err(format!("smbclient {verb} failed: {status}"));
     }
     parse_average_kib_s(&text)
         .map(|kib_s| kib_s / 1024.0)
@@ -94,6 +110,9 @@ pub struct RandomResult {
     pub ops: u64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// Each client's first request (on a fresh connection: it may include spawning a
+    /// helper).
+    pub first_us: Vec<u32>,
 }
 
 /// Kills and reaps the clients however the run ends.
@@ -206,9 +225,12 @@ pub fn run_random(
         ops += field(line, "ops").unwrap_or(0.0) as u64;
     }
     let mut latencies = Vec::new();
+    let mut first_us = Vec::new();
     for path in &latency_files {
         let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        latencies.extend(text.lines().filter_map(|l| l.parse::<u32>().ok()));
+        let own: Vec<u32> = text.lines().filter_map(|l| l.parse().ok()).collect();
+        first_us.extend(own.first());
+        latencies.extend(own);
         let _ = fs::remove_file(path);
     }
     latencies.sort_unstable();
@@ -217,6 +239,7 @@ pub fn run_random(
         ops,
         p50_us: percentile(&latencies, 50.0),
         p99_us: percentile(&latencies, 99.0),
+        first_us,
     })
 }
 

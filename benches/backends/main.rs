@@ -31,7 +31,7 @@ use common::namespace::{run_program_in_namespace, Install, NsContext};
 use common::smbd::{Smbd, SmbdBuilder};
 use cpu::CpuMeter;
 use load::RandomSpec;
-use report::{Extra, Results, Run, Workload};
+use report::{Extra, Metric, Results, Run, Workload};
 
 /// Our module's name in the benchmark's smbd (`vfs objects = aio_fork_rs`).
 const OUR_MODULE: &str = "aio_fork_rs";
@@ -44,6 +44,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The small file each share serves first, to tell whether its backend works at all.
 const PROBE_FILE: &str = "probe.bin";
 const PROBE_SIZE: u64 = 64 * 1024;
+const HELPER_SECTION: &str = "Helper overhead (memory sampled halfway through the random reads)";
+const FORK_SECTION: &str =
+    "Fork cost as smbd grows (first 4 KiB read on a new connection; fork backends spawn a helper)";
 
 /// One async I/O backend and how a share selects it.
 struct Backend {
@@ -152,6 +155,10 @@ struct Plan {
     clients: usize,
     duration: Duration,
     repeats: usize,
+    /// smbd sizes (extra MiB) at which helper spawning is timed.
+    ballast_mib: Vec<u64>,
+    /// New connections timed per backend and size.
+    fork_probes: usize,
 }
 
 impl Plan {
@@ -165,6 +172,8 @@ impl Plan {
                 clients: 8,
                 duration: Duration::from_secs(2),
                 repeats: 1,
+                ballast_mib: vec![0, 256],
+                fork_probes: 3,
             }
         } else {
             Plan {
@@ -176,6 +185,8 @@ impl Plan {
                 clients: 8,
                 duration: Duration::from_secs(10),
                 repeats: 3,
+                ballast_mib: vec![0, 512, 2048],
+                fork_probes: 10,
             }
         };
         if let Some(n) = opts.repeats {
@@ -285,6 +296,8 @@ fn bench(ctx: &NsContext, opts: &Options) {
     bench.declare_workloads();
     bench.default_config(&ctx.workdir.join("smbd-default"));
     bench.capped_config(&ctx.workdir.join("smbd-capped"));
+    let ballast = load::build_ballast(&ctx.workdir);
+    bench.fork_cost(&ctx.workdir.join("smbd-ballast"), &ballast);
     bench.finish(opts);
 }
 
@@ -372,6 +385,7 @@ impl Bench {
         unsafe { libc::sync() };
         let workloads = [SEQ_READ, SEQ_WRITE, RAND_READ, RAND_WRITE, FSYNC_WRITE];
         self.check_backends(&smbd, &workloads);
+        self.warm_up(&smbd);
 
         for rep in 0..self.plan.repeats {
             for b in &BACKENDS {
@@ -413,6 +427,91 @@ impl Bench {
             for b in &BACKENDS {
                 self.seq_run(&smbd, b, SEQ_READ_CAPPED, rep);
                 self.seq_run(&smbd, b, SEQ_WRITE_CAPPED, rep);
+            }
+        }
+    }
+
+    /// One untimed get and put on the plain share: the first transfers after smbd
+    /// starts pay for things no later run does (first connection, first page-cache
+    /// allocations), and would otherwise be charged to whichever backend runs first.
+    fn warm_up(&self, smbd: &Smbd) {
+        let put = format!("put {} warmup.bin", self.sources.seq.display());
+        for command in ["get seq.bin /dev/null", put.as_str()] {
+            let _ = load::smbclient_transfer(smbd, report::REFERENCE, command);
+        }
+        let _ = fs::remove_file(smbd.share_path(report::REFERENCE).join("warmup.bin"));
+        smbd.wait_idle(IDLE_TIMEOUT);
+        self.progress("warm-up done");
+    }
+
+    /// How the cost of spawning a helper grows with smbd's size: smbd is made bigger
+    /// with an LD_PRELOADed ballast (bench/ballast.c); on each new connection the
+    /// first 4 KiB read makes a fork-based backend spawn its first helper, so its
+    /// latency minus the median of the later reads is the spawn cost. The plain share
+    /// shows what a first request costs without any fork.
+    fn fork_cost(&mut self, dir: &Path, ballast: &Path) {
+        let backends: Vec<&Backend> = BACKENDS
+            .iter()
+            .filter(|b| b.name == report::REFERENCE || b.helpers.is_some())
+            .collect();
+        for &mib in &self.plan.ballast_mib.clone() {
+            let mut builder = SmbdBuilder::without_shares(&dir.join(format!("{mib}")))
+                .env("LD_PRELOAD", &ballast.display().to_string())
+                .env("SMBD_BALLAST_MIB", &mib.to_string());
+            for b in &backends {
+                builder = builder.share(b.name, &share_options(b, false));
+            }
+            let smbd = builder.start();
+            for b in &backends {
+                stage(&smbd.share_path(b.name), &[&self.sources.probe], &[]);
+            }
+            let rss = vm_rss_mib(smbd.pid());
+            self.progress(&format!(
+                "fork cost: smbd with {mib} MiB ballast, RSS {rss} MiB"
+            ));
+            for _ in 0..self.plan.fork_probes {
+                for b in &backends {
+                    if self.results.is_unavailable(RAND_READ, b.name) {
+                        continue;
+                    }
+                    let spec = RandomSpec {
+                        smbload: &self.smbload,
+                        share: b.name,
+                        file: PROBE_FILE,
+                        mode: "randread",
+                        request_size: self.plan.request_size,
+                        clients: 1,
+                        duration: Duration::from_millis(300),
+                        seed: 7,
+                        scratch: &self.scratch,
+                    };
+                    let result = load::run_random(&smbd, &spec, &mut || {});
+                    smbd.wait_idle(IDLE_TIMEOUT);
+                    match result {
+                        Ok(r) => {
+                            let first = r.first_us.first().copied().unwrap_or(0) as f64;
+                            let section = FORK_SECTION;
+                            let rss_text = format!("smbd RSS {rss} MiB");
+                            self.add_extra(
+                                section,
+                                b.name,
+                                &format!("first request, {rss_text}"),
+                                "us",
+                                vec![first],
+                            );
+                            self.add_extra(
+                                section,
+                                b.name,
+                                &format!("first minus later median, {rss_text}"),
+                                "us",
+                                vec![first - r.p50_us],
+                            );
+                        }
+                        Err(why) => {
+                            self.progress(&format!("fork cost {}: FAILED: {why}", b.name));
+                        }
+                    }
+                }
             }
         }
     }
@@ -593,9 +692,12 @@ impl Bench {
                     },
                 );
                 if let Some(count) = helper_count {
-                    self.add_extra(b.name, "helpers alive (8 connections)", "", vec![count]);
+                    let section = HELPER_SECTION;
+                    let alive = format!("helpers alive ({} connections)", self.plan.clients);
+                    self.add_extra(section, b.name, &alive, "", vec![count]);
                     let kib: Vec<f64> = helper_kib.iter().map(|k| *k as f64).collect();
-                    self.add_extra(b.name, "private dirty memory per helper", "KiB", kib);
+                    let metric = "private dirty memory per helper";
+                    self.add_extra(section, b.name, metric, "KiB", kib);
                 }
             }
             Err(why) => {
@@ -609,18 +711,24 @@ impl Bench {
         }
     }
 
-    /// Adds values to the helper-overhead section, merging repeats into one entry.
-    fn add_extra(&mut self, backend: &str, metric: &str, unit: &'static str, values: Vec<f64>) {
-        const SECTION: &str = "Helper overhead (sampled halfway through the random reads)";
+    /// Adds values to an extra section, merging repeats into one entry.
+    fn add_extra(
+        &mut self,
+        section: &'static str,
+        backend: &str,
+        metric: &str,
+        unit: &'static str,
+        values: Vec<f64>,
+    ) {
         let existing = self
             .results
             .extras
             .iter_mut()
-            .find(|e| e.section == SECTION && e.backend == backend && e.metric == metric);
+            .find(|e| e.section == section && e.backend == backend && e.metric == metric);
         match existing {
             Some(e) => e.values.extend(values),
             None => self.results.extras.push(Extra {
-                section: SECTION,
+                section,
                 backend: backend.to_string(),
                 metric: metric.to_string(),
                 unit,
@@ -629,8 +737,24 @@ impl Bench {
         }
     }
 
+    /// Per-request latency each helper-based backend adds to the plain share's
+    /// (difference of medians), from the random workloads.
+    fn added_latency(&mut self) {
+        for b in BACKENDS.iter().filter(|b| b.helpers.is_some()) {
+            for workload in [RAND_READ, RAND_WRITE, FSYNC_WRITE] {
+                let p50 = |backend| self.results.summary(workload, backend, Metric::P50);
+                if let (Some(own), Some(plain)) = (p50(b.name), p50(report::REFERENCE)) {
+                    let metric = format!("p50 latency minus plain's, {workload}");
+                    let added = vec![own.median - plain.median];
+                    self.add_extra(HELPER_SECTION, b.name, &metric, "us", added);
+                }
+            }
+        }
+    }
+
     /// Prints the tables; writes CSV and PNG if asked.
     fn finish(mut self, opts: &Options) {
+        self.added_latency();
         let title = format!(
             "smbd async I/O backends: ratio to plain (median of {} run(s))",
             self.plan.repeats
@@ -664,4 +788,16 @@ impl Bench {
         ));
         println!("{}", report::render(&self.results));
     }
+}
+
+/// Resident memory of a process, in MiB (0 if unknown).
+fn vm_rss_mib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
 }

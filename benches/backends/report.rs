@@ -204,7 +204,11 @@ impl Metric {
 
 /// Median with a `!` when the runs behind it are noisy.
 fn fmt_median(s: &Summary) -> String {
-    let digits = if s.median >= 100.0 { 0 } else { 2 };
+    let digits = match s.median.abs() {
+        m if m >= 100.0 => 0,
+        m if m >= 10.0 => 1,
+        _ => 2,
+    };
     let flag = if s.noisy() { "!" } else { "" };
     format!("{:.*}{flag}", digits, s.median)
 }
@@ -317,8 +321,12 @@ fn render_matrix(out: &mut String, results: &Results) {
 }
 
 fn render_extras(out: &mut String, results: &Results) {
-    let mut sections: Vec<&str> = results.extras.iter().map(|e| e.section).collect();
-    sections.dedup();
+    let mut sections: Vec<&str> = Vec::new();
+    for e in &results.extras {
+        if !sections.contains(&e.section) {
+            sections.push(e.section);
+        }
+    }
     for section in sections {
         let _ = writeln!(out, "\n== {section} ==");
         for e in results.extras.iter().filter(|e| e.section == section) {
