@@ -70,6 +70,21 @@ fn install_script_lifecycle() {
     );
 }
 
+#[test]
+fn deb_script_conflicts() {
+    if not_applicable() {
+        return;
+    }
+    if std::env::var_os(ENV_IN_NS).is_none() {
+        build_deb();
+    }
+    run_in_namespace(
+        "deb_script_conflicts",
+        Duration::from_secs(10 * 60),
+        conflicts_body,
+    );
+}
+
 /// The package and the script install into the host's Samba; a run against another
 /// release's root file system (AIO_FORK_SAMBA_ROOT) has no dpkg database to test.
 fn not_applicable() -> bool {
@@ -233,6 +248,100 @@ fn script_body(ctx: &NsContext) {
     );
     assert!(!diverted.exists(), "{diverted:?} left after --uninstall");
     assert!(!beside.exists(), "{beside:?} left after --uninstall");
+}
+
+/// The package and install-module.sh both divert vfs/aio_fork.so: each must refuse
+/// while the other holds the diversion, say why, and leave everything as it was.
+fn conflicts_body(ctx: &NsContext) {
+    // Also ends libtest's "test ... " line, so that the harness's done mark that follows
+    // the body stands on a line of its own.
+    println!("package and install-module.sh, each over the other");
+    let c_module = reveal_c_module();
+    let deb = ctx.workdir.join("package.deb");
+    fs::copy(DEB, &deb).expect("copy the .deb into the work dir");
+    let script = ctx.workdir.join("install-module.sh");
+    fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-module.sh"),
+        &script,
+    )
+    .expect("copy install-module.sh");
+    let built = ctx.workdir.join("libaio_fork.so");
+    fs::copy(&ctx.module.path, &built).expect("copy the module under test");
+    private_system(&ctx.workdir);
+    let target = vfs_file("aio_fork");
+    let script_cmd = |args: &[&str]| {
+        let mut cmd = tools::command("bash");
+        cmd.arg(&script).args(args);
+        run::run(&mut cmd, Duration::from_secs(120))
+    };
+
+    // Installed by the script: dpkg -i fails in preinst and cleans up after itself.
+    let out = script_cmd(&["--module", built.to_str().expect("UTF-8 path")]);
+    assert!(out.success(), "install-module.sh:\n{}", out.describe());
+    let installed = read(&target);
+    let dpkg = run::run(
+        tools::command("dpkg").arg("-i").arg(&deb),
+        Duration::from_secs(120),
+    );
+    assert!(
+        !dpkg.success(),
+        "dpkg -i must refuse over a LOCAL diversion"
+    );
+    assert!(
+        dpkg.combined().contains("already diverted by 'LOCAL'")
+            && dpkg.combined().contains("install-module.sh --uninstall"),
+        "dpkg -i should say why and what to do:\n{}",
+        dpkg.describe()
+    );
+    assert!(
+        dpkg_status().is_empty() || dpkg_status().ends_with(" not-installed"),
+        "package state after the refused install: {}",
+        dpkg_status()
+    );
+    let audit = checked(tools::command("dpkg").arg("--audit"), "dpkg --audit");
+    assert!(
+        audit.stdout.trim().is_empty(),
+        "dpkg database not clean:\n{}",
+        audit.stdout
+    );
+    assert_eq!(diverter(&target), "LOCAL");
+    assert_eq!(
+        read(&target),
+        installed,
+        "the refused package changed the module"
+    );
+    let out = script_cmd(&["--uninstall"]);
+    assert!(
+        out.success(),
+        "install-module.sh --uninstall:\n{}",
+        out.describe()
+    );
+    assert_eq!(read(&target), c_module);
+
+    // Installed by the package: the script refuses both ways and names the package.
+    checked(tools::command("dpkg").arg("-i").arg(&deb), "dpkg -i");
+    let packaged = read(&target);
+    for args in [
+        vec!["--module", built.to_str().expect("UTF-8 path")],
+        vec!["--uninstall"],
+    ] {
+        let out = script_cmd(&args);
+        assert!(!out.success(), "install-module.sh {args:?} must refuse");
+        assert!(
+            out.stderr.contains(PACKAGE),
+            "install-module.sh {args:?} should name the package:\n{}",
+            out.describe()
+        );
+    }
+    assert_eq!(diverter(&target), PACKAGE);
+    assert_eq!(
+        read(&target),
+        packaged,
+        "the refused script changed the module"
+    );
+    checked(tools::command("dpkg").args(["-r", PACKAGE]), "dpkg -r");
+    assert_eq!(read(&target), c_module);
+    assert_eq!(diverter(&target), "");
 }
 
 /// Undoes the harness's bind mount of the module under test over `vfs/aio_fork.so`
