@@ -19,6 +19,7 @@ pub const REQUEST_TIMEOUT: &str = "request timeout";
 pub const MAX_QUEUE: &str = "max queue";
 /// Testing only: every fork of a helper fails, as under RLIMIT_NPROC.
 pub const FAIL_FORK: &str = "fail fork testing mode";
+pub const INLINE_CACHED_READS: &str = "inline cached reads";
 
 /// A whole-number option: its name, default and accepted range.
 struct Count {
@@ -75,6 +76,9 @@ pub struct Config {
     pub max_queue: u32,
     pub erratic_testing_mode: bool,
     pub fail_fork_testing_mode: bool,
+    /// Reads whose data is all in the page cache are served at once in smbd
+    /// (`preadv2(RWF_NOWAIT)`, which never blocks); only the others go to a helper.
+    pub inline_cached_reads: bool,
 }
 
 impl Default for Config {
@@ -87,6 +91,7 @@ impl Default for Config {
             max_queue: MAX_QUEUE_COUNT.default,
             erratic_testing_mode: false,
             fail_fork_testing_mode: false,
+            inline_cached_reads: true,
         }
     }
 }
@@ -122,8 +127,7 @@ impl Config {
             idle_timeout: Duration::from_secs(count(&IDLE_TIMEOUT_SECS).into()),
             request_timeout: Duration::from_secs(count(&REQUEST_TIMEOUT_SECS).into()),
             max_queue: count(&MAX_QUEUE_COUNT),
-            erratic_testing_mode: false,
-            fail_fork_testing_mode: false,
+            ..Config::default()
         };
         if cfg.min_helpers > cfg.max_helpers {
             rejected.push(Rejected {
@@ -134,9 +138,11 @@ impl Config {
             });
             cfg.min_helpers = cfg.max_helpers;
         }
-        cfg.erratic_testing_mode =
-            parse_flag(&lookup, ERRATIC_PREFIX, ERRATIC_OPTION, &mut rejected);
-        cfg.fail_fork_testing_mode = parse_flag(&lookup, PREFIX, FAIL_FORK, &mut rejected);
+        let mut flag =
+            |prefix, option, default| parse_flag(&lookup, prefix, option, default, &mut rejected);
+        cfg.erratic_testing_mode = flag(ERRATIC_PREFIX, ERRATIC_OPTION, false);
+        cfg.fail_fork_testing_mode = flag(PREFIX, FAIL_FORK, false);
+        cfg.inline_cached_reads = flag(PREFIX, INLINE_CACHED_READS, true);
         (cfg, rejected)
     }
 }
@@ -169,24 +175,25 @@ fn parse_count(
     c.default
 }
 
-/// A boolean (off when unset or unreadable, with the reason).
+/// A boolean (its default when unset or unreadable, with the reason).
 fn parse_flag(
     lookup: &impl Fn(&str, &str) -> Option<String>,
     prefix: &str,
     option: &str,
+    default: bool,
     rejected: &mut Vec<Rejected>,
 ) -> bool {
     let Some(raw) = lookup(prefix, option) else {
-        return false;
+        return default;
     };
     parse_bool(&raw).unwrap_or_else(|| {
         rejected.push(Rejected {
             option: format!("{prefix}:{option}"),
             given: raw,
-            used: "no".into(),
+            used: if default { "yes" } else { "no" }.into(),
             why: "not a boolean",
         });
-        false
+        default
     })
 }
 
@@ -223,6 +230,7 @@ mod tests {
         assert_eq!(cfg.max_queue, 1024);
         assert!(!cfg.erratic_testing_mode);
         assert!(!cfg.fail_fork_testing_mode);
+        assert!(cfg.inline_cached_reads);
         assert!(rejected.is_empty());
     }
 
@@ -236,6 +244,7 @@ mod tests {
             ("aio_fork:max queue", "0"),
             ("vfs_aio_fork:erratic_testing_mode", "Yes"),
             ("aio_fork:fail fork testing mode", "on"),
+            ("aio_fork:inline cached reads", "no"),
         ]);
         assert!(rejected.is_empty(), "{rejected:?}");
         assert_eq!(cfg.max_helpers, 4);
@@ -245,6 +254,7 @@ mod tests {
         assert_eq!(cfg.max_queue, 0);
         assert!(cfg.erratic_testing_mode);
         assert!(cfg.fail_fork_testing_mode);
+        assert!(!cfg.inline_cached_reads);
     }
 
     #[test]
@@ -286,9 +296,18 @@ mod tests {
     }
 
     #[test]
-    fn bad_boolean_means_off() {
-        let (cfg, rejected) = parse(&[("vfs_aio_fork:erratic_testing_mode", "maybe")]);
+    fn bad_boolean_means_the_default() {
+        let (cfg, rejected) = parse(&[
+            ("vfs_aio_fork:erratic_testing_mode", "maybe"),
+            ("aio_fork:inline cached reads", "sometimes"),
+        ]);
         assert!(!cfg.erratic_testing_mode);
-        assert_eq!(rejected.len(), 1);
+        assert!(cfg.inline_cached_reads);
+        assert_eq!(rejected.len(), 2);
+        assert!(
+            rejected[1].to_string().contains("using yes"),
+            "{}",
+            rejected[1]
+        );
     }
 }

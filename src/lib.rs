@@ -4,13 +4,15 @@
 //! Layout, by concern:
 //! - `ffi`, `samba`, `vfs_table`: the C ABI (bindgen types, smbd functions resolved at load
 //!   time, the per-interface function tables);
-//! - `vfs_ops`, `request`: the VFS entry points and the tevent requests behind them;
+//! - `vfs_ops`, `request`, `cached_read`: the VFS entry points, the tevent requests behind
+//!   them, and reads served from the page cache without a helper;
 //! - `pool`, `pool_policy`, `helper_process`: the helper pool (parent side);
 //! - `helper_main`, `helper_sandbox`, `protocol`: the helper process (child side), its
 //!   seccomp sandbox, and what crosses the socket;
 //! - `config`, `stats`, `latency`, `logging`: share options, counters and latency
 //!   percentiles, the bridge into Samba's log.
 
+pub mod cached_read;
 pub mod config;
 pub mod ffi;
 pub mod helper_main;

@@ -181,6 +181,28 @@ impl Pool {
         self.inner.borrow_mut().stats.fallbacks += 1;
     }
 
+    /// Whether reads should first try the page cache (see `cached_read`).
+    pub fn inline_reads(&self) -> bool {
+        let inner = self.inner.borrow();
+        // Erratic mode exists to delay requests: it gets none served inline.
+        inner.cfg.inline_cached_reads && !inner.cfg.erratic_testing_mode
+    }
+
+    /// The file system cannot read without blocking: stop trying on this share.
+    pub fn disable_inline_reads(&self) {
+        tracing::debug!("file system does not support RWF_NOWAIT: reads all go to helpers");
+        self.inner.borrow_mut().cfg.inline_cached_reads = false;
+    }
+
+    /// Counts a read served whole from the page cache.
+    pub fn note_inline_read(&self, bytes: usize, took: std::time::Duration) {
+        let mut inner = self.inner.borrow_mut();
+        inner.stats.preads += 1;
+        inner.stats.pread_bytes += bytes as u64;
+        inner.stats.inline_preads += 1;
+        inner.stats.latency.record_us(took.as_micros() as u64);
+    }
+
     /// An id for a job about to be submitted (the request keeps it for `forget`).
     pub fn new_job_id(&self) -> JobId {
         let mut inner = self.inner.borrow_mut();

@@ -10,6 +10,9 @@ pub struct Stats {
     pub pwrites: u64,
     pub pwrite_bytes: u64,
     pub fsyncs: u64,
+    /// Reads served whole from the page cache in smbd, without a helper (also counted in
+    /// `preads` and `pread_bytes`).
+    pub inline_preads: u64,
     /// Helpers forked.
     pub spawned: u64,
     /// Idle helpers ended by the idle timeout.
@@ -43,7 +46,7 @@ impl fmt::Display for Stats {
             f,
             "preads={} pread_bytes={} pwrites={} pwrite_bytes={} fsyncs={} spawned={} \
              culled={} retries={} fallbacks={} queue_max={} helper_deaths={} hung={} \
-             queue_overflows={} latency_us_p50={} latency_us_p90={} latency_us_p99={}",
+             queue_overflows={} inline_preads={} latency_us_p50={} latency_us_p90={} latency_us_p99={}",
             self.preads,
             self.pread_bytes,
             self.pwrites,
@@ -57,6 +60,7 @@ impl fmt::Display for Stats {
             self.helper_deaths,
             self.hung,
             self.queue_overflows,
+            self.inline_preads,
             self.latency.percentile_us(50.0),
             self.latency.percentile_us(90.0),
             self.latency.percentile_us(99.0)
@@ -84,12 +88,13 @@ mod tests {
             helper_deaths: 11,
             hung: 12,
             queue_overflows: 13,
+            inline_preads: 14,
             latency: Histogram::default(),
         };
         assert_eq!(
             s.to_string(),
             "preads=1 pread_bytes=2 pwrites=3 pwrite_bytes=4 fsyncs=5 spawned=6 culled=7 \
-             retries=8 fallbacks=9 queue_max=10 helper_deaths=11 hung=12 queue_overflows=13 \
+             retries=8 fallbacks=9 queue_max=10 helper_deaths=11 hung=12 queue_overflows=13 inline_preads=14 \
              latency_us_p50=0 latency_us_p90=0 latency_us_p99=0"
         );
     }
