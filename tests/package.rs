@@ -14,6 +14,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::module::{self, ModuleKind};
@@ -98,7 +99,14 @@ fn not_applicable() -> bool {
     false
 }
 
+/// Once per test binary: the tests run in parallel threads, and two `cargo deb` at once
+/// would write the same .deb (and, the first time, install cargo-deb twice).
 fn build_deb() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(build_deb_now);
+}
+
+fn build_deb_now() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-deb.sh");
     // A release build (about 30 s from scratch) and, the first time, cargo-deb.
     let out = run::run_echo(
