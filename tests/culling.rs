@@ -56,6 +56,9 @@ fn start_smbd(workdir: &Path) -> Smbd {
                 ("aio_fork:idle timeout", &idle),
                 ("aio_fork:min helpers", &min),
                 ("aio_fork:max helpers", &max),
+                // The load is a read of a file just written (in the page cache): served
+                // inline it would never need a helper. This test is about the pool.
+                ("aio_fork:inline cached reads", "no"),
             ],
         )
         .start()
