@@ -63,11 +63,11 @@ fn smbtorture_test_without_result_is_an_error_unless_killed() {
 fn stats_lines_are_paired_with_their_log_level() {
     let log = "\
 [2026/11/23 14:01:58.508701,  5] src/pool.rs:548(aio_fork::pool)
-  aio_fork stats share=aio preads=0 pread_bytes=0 pwrites=2 pwrite_bytes=8 fsyncs=0 spawned=2 culled=0 retries=0 fallbacks=0 queue_max=0 helper_deaths=0
+  aio_fork stats share=aio preads=0 pread_bytes=0 pwrites=2 pwrite_bytes=8 fsyncs=0 spawned=2 culled=0 retries=0 fallbacks=0 queue_max=0 helper_deaths=0 hung=0 queue_overflows=0
 [2026/11/23 14:02:01.421357,  2] src/vfs_ops.rs:102(aio_fork::vfs_ops)
-  aio_fork stats share=aio preads=2 pread_bytes=8 pwrites=2 pwrite_bytes=8 fsyncs=1 spawned=2 culled=1 retries=0 fallbacks=0 queue_max=3
+  aio_fork stats share=aio preads=2 pread_bytes=8 pwrites=2 pwrite_bytes=8 fsyncs=1 spawned=2 culled=1 retries=0 fallbacks=0 queue_max=3 helper_deaths=4 hung=1 queue_overflows=6 inline_preads=1
 [2026/11/23 14:02:02.000000,  2, pid=7, effective(0, 0), real(0, 0)] src/vfs_ops.rs:102(x)
-  aio_fork stats share=plain2 preads=1 pread_bytes=1 pwrites=0 pwrite_bytes=0 fsyncs=0 spawned=1 culled=0 retries=0 fallbacks=0 queue_max=5
+  aio_fork stats share=plain2 preads=1 pread_bytes=1 pwrites=0 pwrite_bytes=0 fsyncs=0 spawned=1 culled=0 retries=0 fallbacks=0 queue_max=5 helper_deaths=0 hung=0 queue_overflows=0
 ";
     let all = stats::parse_log(log);
     assert_eq!(all.len(), 3);
@@ -78,6 +78,11 @@ fn stats_lines_are_paired_with_their_log_level() {
     assert_eq!(
         (aio.preads, aio.fsyncs, aio.culled, aio.lines),
         (2, 1, 1, 1)
+    );
+    assert_eq!((aio.other("inline_preads"), aio.other("absent")), (1, 0));
+    assert_eq!(
+        (aio.helper_deaths, aio.hung, aio.queue_overflows),
+        (4, 1, 6)
     );
     assert_eq!(stats::total_for(&closing, "plain2").queue_max, 5);
     assert_eq!(stats::total_for(&closing, "none").lines, 0);
@@ -90,6 +95,11 @@ fn malformed_stats_line_is_reported() {
         .expect("is a stats line")
         .unwrap_err();
     assert!(err.contains("preads=x"), "{err}");
+    let short = "aio_fork stats share=aio preads=1";
+    let err = stats::parse_line(short)
+        .expect("is a stats line")
+        .unwrap_err();
+    assert!(err.contains("no pread_bytes="), "{err}");
     assert!(stats::parse_line("something else").is_none());
 }
 

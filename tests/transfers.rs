@@ -1,6 +1,11 @@
-//! smbclient put and get of files from empty to 256 MiB through the `aio` and
-//! `aio_erratic` shares (and the `plain` share, as the reference), compared byte for
-//! byte on disk; and proof that the aio shares' I/O went through helpers.
+//! smbclient put and get of files from empty to 256 MiB through the aio_fork shares
+//! (and the `plain` share, as the reference), compared byte for byte on disk; and
+//! proof that the aio shares' I/O went through helpers.
+//!
+//! Our module serves reads already in the page cache at once in smbd
+//! (`aio_fork:inline cached reads`, default yes, off in erratic mode), so reads are
+//! proven to go through helpers on `aio_erratic` and on `aio_noinline`; `aio` keeps
+//! the default.
 
 mod common;
 
@@ -21,7 +26,9 @@ const MIB: u64 = 1 << 20;
 /// Empty, one byte, one page less one, just over the C module's 128 KiB limit, just
 /// over SMB2's 8 MiB maximum request, and large.
 const SIZES: [u64; 6] = [0, 1, 4095, 128 * 1024 + 1, 8 * MIB + 3, 256 * MIB];
-const SHARES: [&str; 3] = ["plain", "aio", "aio_erratic"];
+const SHARES: [&str; 4] = ["plain", "aio", "aio_erratic", "aio_noinline"];
+/// Shares on which every read must reach a helper.
+const NO_INLINE_SHARES: [&str; 2] = ["aio_erratic", "aio_noinline"];
 /// Samba's C module fails any request larger than this.
 const C_MODULE_MAX_REQUEST: u64 = 128 * 1024;
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -39,7 +46,15 @@ fn transfers_round_trip_byte_for_byte() {
 
 fn run_all(ctx: &NsContext) {
     let kind = ctx.module.kind;
-    let smbd = SmbdBuilder::new(&ctx.workdir).start();
+    let smbd = SmbdBuilder::new(&ctx.workdir)
+        .share(
+            "aio_noinline",
+            &[
+                ("vfs objects", "aio_fork"),
+                ("aio_fork:inline cached reads", "no"),
+            ],
+        )
+        .start();
     let sources = make_sources(&ctx.workdir);
     let mut problems = Vec::new();
     for share in SHARES {
@@ -145,8 +160,9 @@ fn judge(
     }
 }
 
-/// Holds one connection open after a small download and looks at its helpers: the
-/// aio shares' connection process must have at least one, the plain share's none.
+/// Holds one connection open after a small upload and download and looks at its
+/// helpers: the aio shares' connection process must have at least one (writes always
+/// go to helpers), the plain share's none.
 fn check_session_helpers(
     smbd: &Smbd,
     share: &str,
@@ -155,24 +171,34 @@ fn check_session_helpers(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let mut session = Session::open(smbd, share, Duration::from_secs(60));
+    let source = workdir
+        .join("sources")
+        .join(format!("src_{SESSION_FILE_SIZE}.bin"));
     let local = workdir.join(format!("session_{share}.bin"));
-    let remote = format!("get_{SESSION_FILE_SIZE}.bin");
-    let cmd = format!("get {remote} {}", local.display());
-    session.run(&cmd, TRANSFER_TIMEOUT);
-    let source = smbd.share_path(share).join(&remote);
-    if let Err(e) = data::compare_files(&source, &local) {
-        problems.push(format!("session get on {share}: {e}"));
+    session.run(
+        &format!("put {} session.bin", source.display()),
+        TRANSFER_TIMEOUT,
+    );
+    session.run(
+        &format!("get session.bin {}", local.display()),
+        TRANSFER_TIMEOUT,
+    );
+    let on_disk = smbd.share_path(share).join("session.bin");
+    for copy in [&on_disk, &local] {
+        if let Err(e) = data::compare_files(&source, copy) {
+            problems.push(format!("session put/get on {share}: {e}"));
+        }
     }
     let helpers = procs::helpers_of(session.server_pid, smbd.pid(), kind);
     println!(
-        "{share}: connection process {} has {} helper(s) after a get",
+        "{share}: connection process {} has {} helper(s) after a put and a get",
         session.server_pid,
         helpers.len()
     );
     let is_aio = share != "plain";
     if is_aio && helpers.is_empty() {
         problems.push(format!(
-            "{share}: no helper process under the connection process {} after a get",
+            "{share}: no helper process under the connection process {} after a put",
             session.server_pid
         ));
     }
@@ -223,6 +249,12 @@ fn check_stats(smbd: &Smbd) -> Vec<String> {
         }
         if total.spawned == 0 {
             problems.push(format!("{share}: stats show no helper spawned"));
+        }
+        let inline = total.other("inline_preads");
+        if NO_INLINE_SHARES.contains(&share) && inline != 0 {
+            problems.push(format!(
+                "{share}: {inline} read(s) served inline, expected every read in a helper"
+            ));
         }
     }
     problems

@@ -2,7 +2,8 @@
 //!
 //! `aio_fork stats share=<share> preads=<n> pread_bytes=<n> pwrites=<n>
 //!  pwrite_bytes=<n> fsyncs=<n> spawned=<n> culled=<n> retries=<n> fallbacks=<n>
-//!  queue_max=<n> ...` (further counters are allowed and ignored).
+//!  queue_max=<n> helper_deaths=<n> hung=<n> queue_overflows=<n> ...` (further
+//!  counters are allowed: see [`Stats::other`]).
 //!
 //! The module logs it at tree disconnect at level 2, and the same line at level 5
 //! whenever a pool falls quiet (a running snapshot). Only the level-2 lines are
@@ -13,6 +14,23 @@ use std::collections::BTreeMap;
 
 /// Text that starts a stats line.
 pub const PREFIX: &str = "aio_fork stats ";
+
+/// The counters every line must carry, in [`Stats`]' named fields.
+const REQUIRED: [&str; 13] = [
+    "preads",
+    "pread_bytes",
+    "pwrites",
+    "pwrite_bytes",
+    "fsyncs",
+    "spawned",
+    "culled",
+    "retries",
+    "fallbacks",
+    "queue_max",
+    "helper_deaths",
+    "hung",
+    "queue_overflows",
+];
 
 /// One stats line, or the sum of several (see [`total_for`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,6 +47,15 @@ pub struct Stats {
     pub fallbacks: u64,
     /// Longest queue seen; a maximum, not summed.
     pub queue_max: u64,
+    /// Helpers that died or misbehaved while the pool still wanted them.
+    pub helper_deaths: u64,
+    /// Helpers ended because one request took longer than `aio_fork:request timeout`.
+    pub hung: u64,
+    /// Requests handed to the next module because the queue was full (`aio_fork:max queue`).
+    pub queue_overflows: u64,
+    /// Any further counters, by name (summed by [`total_for`], which makes no sense
+    /// for the latency percentiles: read those from single lines).
+    pub other: BTreeMap<String, u64>,
     /// Debug level of the line, from the log header before it (`None` if unknown).
     pub level: Option<u32>,
     /// How many lines were summed into this value.
@@ -38,6 +65,13 @@ pub struct Stats {
 /// Debug level of the tree-disconnect lines.
 pub const DISCONNECT_LEVEL: u32 = 2;
 
+impl Stats {
+    /// A further counter; 0 when the module does not report it.
+    pub fn other(&self, name: &str) -> u64 {
+        self.other.get(name).copied().unwrap_or(0)
+    }
+}
+
 /// `None` if `line` is not a stats line; `Err` if it is one but malformed (so a
 /// format drift fails loudly instead of reading as zeros).
 pub fn parse_line(line: &str) -> Option<Result<Stats, String>> {
@@ -46,36 +80,42 @@ pub fn parse_line(line: &str) -> Option<Result<Stats, String>> {
 }
 
 fn parse_fields(text: &str) -> Result<Stats, String> {
-    let mut fields = BTreeMap::new();
+    let mut share = None;
+    let mut counters = BTreeMap::new();
     for token in text.split_whitespace() {
         let (key, value) = token
             .split_once('=')
             .ok_or_else(|| format!("token {token:?} is not key=value in {text:?}"))?;
-        fields.insert(key, value);
+        if key == "share" {
+            share = Some(value.to_string());
+            continue;
+        }
+        let number = value
+            .parse()
+            .map_err(|_| format!("{key}={value} is not a number in {text:?}"))?;
+        counters.insert(key.to_string(), number);
     }
-    let share = fields
-        .get("share")
-        .ok_or_else(|| format!("no share= in {text:?}"))?
-        .to_string();
-    let num = |key: &str| -> Result<u64, String> {
-        let raw = fields
-            .get(key)
-            .ok_or_else(|| format!("no {key}= in {text:?}"))?;
-        raw.parse()
-            .map_err(|_| format!("{key}={raw} is not a number in {text:?}"))
-    };
+    let share = share.ok_or_else(|| format!("no share= in {text:?}"))?;
+    if let Some(missing) = REQUIRED.iter().find(|k| !counters.contains_key(**k)) {
+        return Err(format!("no {missing}= in {text:?}"));
+    }
+    let mut take = |key: &str| counters.remove(key).unwrap_or(0);
     Ok(Stats {
         share,
-        preads: num("preads")?,
-        pread_bytes: num("pread_bytes")?,
-        pwrites: num("pwrites")?,
-        pwrite_bytes: num("pwrite_bytes")?,
-        fsyncs: num("fsyncs")?,
-        spawned: num("spawned")?,
-        culled: num("culled")?,
-        retries: num("retries")?,
-        fallbacks: num("fallbacks")?,
-        queue_max: num("queue_max")?,
+        preads: take("preads"),
+        pread_bytes: take("pread_bytes"),
+        pwrites: take("pwrites"),
+        pwrite_bytes: take("pwrite_bytes"),
+        fsyncs: take("fsyncs"),
+        spawned: take("spawned"),
+        culled: take("culled"),
+        retries: take("retries"),
+        fallbacks: take("fallbacks"),
+        queue_max: take("queue_max"),
+        helper_deaths: take("helper_deaths"),
+        hung: take("hung"),
+        queue_overflows: take("queue_overflows"),
+        other: counters,
         level: None,
         lines: 1,
     })
@@ -130,6 +170,12 @@ pub fn total_for(all: &[Stats], share: &str) -> Stats {
         total.retries += s.retries;
         total.fallbacks += s.fallbacks;
         total.queue_max = total.queue_max.max(s.queue_max);
+        total.helper_deaths += s.helper_deaths;
+        total.hung += s.hung;
+        total.queue_overflows += s.queue_overflows;
+        for (key, value) in &s.other {
+            *total.other.entry(key.clone()).or_default() += value;
+        }
         total.lines += 1;
     }
     total
