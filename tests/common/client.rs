@@ -35,6 +35,20 @@ pub fn get(smbd: &Smbd, share: &str, remote: &str, local: &Path, timeout: Durati
     smbclient(smbd, share, &cmd, timeout)
 }
 
+/// Starts `smbclient ... -c <commands>` in the background, in its own process group
+/// (end it with `run::kill_group(child.id())`), output discarded: for tests that kill
+/// a client mid-transfer.
+pub fn spawn(smbd: &Smbd, share: &str, commands: &str) -> Child {
+    let mut cmd = base_command(smbd, share);
+    cmd.arg("-c")
+        .arg(commands)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    run::spawn(&mut cmd)
+}
+
 fn base_command(smbd: &Smbd, share: &str) -> Command {
     let mut cmd = tools::command("smbclient");
     // Our smb.conf keeps the host's client settings (and log file) out of the test.

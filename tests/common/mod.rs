@@ -9,6 +9,8 @@
 //! - [`client`]: one-shot `smbclient -c`, and a long-lived interactive session.
 //! - [`torture`]: runs an smbtorture suite under a deadline and parses its results.
 //! - [`procs`]: finds helper processes in /proc.
+//! - [`faults`]: kills helpers at random, watches /proc for zombies and RSS, reaps
+//!   orphans (the test is the namespace's init), checks smbd's log for crashes.
 //! - [`stats`]: parses the module's `aio_fork stats ...` log lines.
 //! - [`data`]: pseudo-random files and byte-for-byte comparison.
 //! - [`samba_root`]: optionally, smbd from another Samba release's root file system.
@@ -19,6 +21,7 @@
 
 pub mod client;
 pub mod data;
+pub mod faults;
 pub mod module;
 pub mod namespace;
 pub mod procs;

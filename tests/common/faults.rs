@@ -1,0 +1,395 @@
+//! Fault injection and watching for the fault tests: a thread that SIGKILLs random
+//! helpers, a thread that watches /proc (zombies, helpers per connection, smbd RSS) and
+//! reaps what the namespace's init inherits, and checks of smbd's log for crashes.
+//!
+//! Inside the test's PID namespace the test process is PID 1: a helper or connection
+//! process whose parent died is re-parented to it, and it must reap them (as init
+//! does), or they would stay zombies through no fault of the module. [`ProcWatch`]
+//! does that, and only for processes named like smbd's or the helpers (never the
+//! children the test waits for itself).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::procs::{self, Proc, HELPER_COMM};
+
+/// Sets the seed of every random choice of a fault test (printed by each run).
+pub const ENV_SEED: &str = "AIO_FORK_FAULT_SEED";
+
+/// Texts in smbd's log that mean it crashed or hit an internal error.
+pub const CRASH_MARKERS: [&str; 4] = ["PANIC", "INTERNAL ERROR", "Backtrace", "smb_panic"];
+
+/// A small xorshift64* generator: random moments and victims, reproducible from a seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// From `$AIO_FORK_FAULT_SEED`, else from the clock; the seed is printed.
+    pub fn from_env_or_time(what: &str) -> Rng {
+        let seed = match std::env::var(ENV_SEED) {
+            Ok(text) => text
+                .parse()
+                .unwrap_or_else(|_| panic!("${ENV_SEED}={text:?} is not a number")),
+            Err(_) => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1),
+        };
+        println!("{what}: random seed {seed} (set ${ENV_SEED} to repeat)");
+        Rng::new(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `low..=high`.
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
+        assert!(low <= high);
+        low + self.next_u64() % (high - low + 1)
+    }
+
+    /// A duration in `low..=high`, to the millisecond.
+    pub fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(self.range(low, high))
+    }
+}
+
+/// The process `pid` now, if it exists.
+pub fn proc_of(pid: u32) -> Option<Proc> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    procs::parse_stat(&stat)
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn is_live(pid: u32) -> bool {
+    proc_of(pid).is_some_and(|p| p.is_live())
+}
+
+/// Sends `signal` to `pid`; true if it was delivered.
+pub fn send_signal(pid: u32, signal: libc::c_int) -> bool {
+    // SAFETY: kill(2) only sends a signal; no memory is touched.
+    unsafe { libc::kill(pid as libc::pid_t, signal) == 0 }
+}
+
+/// Live helpers whose parent is `parent` (any parent with `None`).
+pub fn live_helpers(parent: Option<u32>) -> Vec<Proc> {
+    procs::snapshot()
+        .into_iter()
+        .filter(|p| p.is_live() && p.comm == HELPER_COMM)
+        .filter(|p| parent.map_or(true, |c| p.ppid == c))
+        .collect()
+}
+
+/// Waits until none of `pids` exists any more (exited and reaped: no /proc entry);
+/// returns how long that took, or the ones left at `timeout`.
+pub fn wait_all_gone(pids: &[u32], timeout: Duration) -> Result<Duration, Vec<Proc>> {
+    let start = Instant::now();
+    loop {
+        let left: Vec<Proc> = pids.iter().filter_map(|&p| proc_of(p)).collect();
+        if left.is_empty() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return Err(left);
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits until none of `pids` is alive (exited; a zombie counts as dead); returns how
+/// long that took, or the live ones left at `timeout`.
+pub fn wait_all_dead(pids: &[u32], timeout: Duration) -> Result<Duration, Vec<Proc>> {
+    let start = Instant::now();
+    loop {
+        let left: Vec<Proc> = pids
+            .iter()
+            .filter_map(|&p| proc_of(p))
+            .filter(|p| p.is_live())
+            .collect();
+        if left.is_empty() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return Err(left);
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Lines of smbd's log that show a crash or an internal error.
+pub fn crash_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| CRASH_MARKERS.iter().any(|m| l.contains(m)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What a [`HelperKiller`] did.
+#[derive(Clone, Debug, Default)]
+pub struct KillReport {
+    /// Helpers SIGKILLed, each once (each was a live helper of the target just before
+    /// the kill).
+    pub killed: Vec<u32>,
+    /// Rounds that found no live helper to kill.
+    pub idle_rounds: usize,
+}
+
+/// A thread that, every `interval` (±50 %), SIGKILLs one live helper picked at random
+/// (of the connection process `parent`, or of any connection with `None`). A helper is
+/// killed once: one killed in an uninterruptible syscall may still look alive a while.
+pub struct HelperKiller {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<KillReport>,
+}
+
+impl HelperKiller {
+    pub fn start(parent: Option<u32>, interval: Duration, mut rng: Rng) -> HelperKiller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let base = interval.as_millis() as u64;
+        let handle = thread::spawn(move || {
+            let mut report = KillReport::default();
+            while !flag.load(Ordering::Relaxed) {
+                thread::sleep(rng.millis(base / 2, base + base / 2));
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let victims: Vec<Proc> = live_helpers(parent)
+                    .into_iter()
+                    .filter(|p| !report.killed.contains(&p.pid))
+                    .collect();
+                if victims.is_empty() {
+                    report.idle_rounds += 1;
+                    continue;
+                }
+                let pick = &victims[rng.range(0, victims.len() as u64 - 1) as usize];
+                // Still the same live helper (not exited and replaced meanwhile)?
+                let same = proc_of(pick.pid)
+                    .is_some_and(|p| p.is_live() && p.comm == HELPER_COMM && p.ppid == pick.ppid);
+                if same && send_signal(pick.pid, libc::SIGKILL) {
+                    report.killed.push(pick.pid);
+                }
+            }
+            report
+        });
+        HelperKiller { stop, handle }
+    }
+
+    pub fn finish(self) -> KillReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("helper killer thread panicked")
+    }
+}
+
+/// What a [`ProcWatch`] saw.
+#[derive(Clone, Debug, Default)]
+pub struct WatchReport {
+    pub samples: usize,
+    /// Every helper seen, by the parent it had when first seen.
+    pub helpers_by_parent: BTreeMap<u32, BTreeSet<u32>>,
+    /// Most live helpers one parent had at once.
+    pub max_helpers_by_parent: BTreeMap<u32, usize>,
+    /// Helpers seen as zombies (exited, not reaped by their parent, which is not the
+    /// test process): pid -> longest time seen in that state.
+    pub zombie_helpers: BTreeMap<u32, Duration>,
+    /// Orphans (helpers or smbd processes whose parent died) reaped by the test
+    /// process as the namespace's init.
+    pub orphans_reaped: Vec<(u32, String)>,
+    /// Largest VmRSS (KiB) seen per smbd process (main and connections).
+    pub rss_max_kib: BTreeMap<u32, u64>,
+    /// Largest sum of VmRSS (KiB) of all smbd processes at one instant.
+    pub rss_sum_max_kib: u64,
+    /// Largest VmRSS (KiB) of any one helper.
+    pub helper_rss_max_kib: u64,
+}
+
+impl WatchReport {
+    /// Helpers seen in state Z for at least `limit`.
+    pub fn zombies_longer_than(&self, limit: Duration) -> Vec<(u32, Duration)> {
+        self.zombie_helpers
+            .iter()
+            .filter(|(_, age)| **age >= limit)
+            .map(|(pid, age)| (*pid, *age))
+            .collect()
+    }
+
+    /// The longest any helper was seen as a zombie.
+    pub fn longest_zombie(&self) -> Duration {
+        self.zombie_helpers
+            .values()
+            .copied()
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Most live helpers any one connection process had at once.
+    pub fn max_helpers_per_connection(&self) -> usize {
+        self.max_helpers_by_parent
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Every helper pid seen.
+    pub fn all_helpers(&self) -> Vec<u32> {
+        self.helpers_by_parent
+            .values()
+            .flat_map(|s| s.iter().copied())
+            .collect()
+    }
+
+    /// One line for the test's output.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} samples, {} helpers seen under {} parent(s), at most {} per connection, \
+             longest helper zombie {:?}, {} orphan(s) reaped by init",
+            self.samples,
+            self.all_helpers().len(),
+            self.helpers_by_parent.len(),
+            self.max_helpers_per_connection(),
+            self.longest_zombie(),
+            self.orphans_reaped.len()
+        )
+    }
+}
+
+/// Samples /proc every `interval` on a thread: helpers per parent, helper zombies and
+/// how long they stay, smbd's RSS (every tenth sample); reaps orphans as init.
+pub struct ProcWatch {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<WatchReport>,
+}
+
+impl ProcWatch {
+    /// `main_pid`: the main smbd (its connection processes are its smbd children).
+    pub fn start(main_pid: u32, interval: Duration) -> ProcWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let mut state = WatchState::default();
+            while !flag.load(Ordering::Relaxed) {
+                state.sample(main_pid);
+                thread::sleep(interval);
+            }
+            state.sample(main_pid);
+            state.report
+        });
+        ProcWatch { stop, handle }
+    }
+
+    pub fn finish(self) -> WatchReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("process watch thread panicked")
+    }
+}
+
+#[derive(Default)]
+struct WatchState {
+    report: WatchReport,
+    /// Zombie helpers now, and when each was first seen so.
+    zombie_since: HashMap<u32, Instant>,
+}
+
+impl WatchState {
+    fn sample(&mut self, main_pid: u32) {
+        let me = std::process::id();
+        let now = Instant::now();
+        let snap = procs::snapshot();
+        let mut live_by_parent: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut zombies_now = Vec::new();
+        for p in &snap {
+            let is_helper = p.comm == HELPER_COMM;
+            if !p.is_live() {
+                // smbd's processes are "smbd", "smbd[addr]", "smbd-notifyd", ...
+                if p.ppid == me && p.pid != main_pid && (is_helper || p.comm.starts_with("smbd")) {
+                    reap(p.pid);
+                    self.report.orphans_reaped.push((p.pid, p.comm.clone()));
+                } else if is_helper {
+                    zombies_now.push(p.pid);
+                }
+                continue;
+            }
+            if is_helper {
+                *live_by_parent.entry(p.ppid).or_default() += 1;
+                let known = self
+                    .report
+                    .helpers_by_parent
+                    .values()
+                    .any(|s| s.contains(&p.pid));
+                if !known {
+                    self.report
+                        .helpers_by_parent
+                        .entry(p.ppid)
+                        .or_default()
+                        .insert(p.pid);
+                }
+            }
+        }
+        for (parent, count) in live_by_parent {
+            let max = self.report.max_helpers_by_parent.entry(parent).or_default();
+            *max = (*max).max(count);
+        }
+        self.zombie_since.retain(|pid, _| zombies_now.contains(pid));
+        for pid in zombies_now {
+            let since = *self.zombie_since.entry(pid).or_insert(now);
+            let age = self.report.zombie_helpers.entry(pid).or_default();
+            *age = (*age).max(now - since);
+        }
+        if self.report.samples % 10 == 0 {
+            self.sample_rss(&snap, main_pid);
+        }
+        self.report.samples += 1;
+    }
+
+    fn sample_rss(&mut self, snap: &[Proc], main_pid: u32) {
+        let mut sum = 0;
+        for p in snap.iter().filter(|p| p.is_live()) {
+            let is_smbd = p.pid == main_pid || (p.ppid == main_pid && procs::is_smbd_comm(&p.comm));
+            if !is_smbd && p.comm != HELPER_COMM {
+                continue;
+            }
+            let Some(kib) = rss_kib(p.pid) else {
+                continue;
+            };
+            if p.comm == HELPER_COMM {
+                self.report.helper_rss_max_kib = self.report.helper_rss_max_kib.max(kib);
+                continue;
+            }
+            sum += kib;
+            let max = self.report.rss_max_kib.entry(p.pid).or_default();
+            *max = (*max).max(kib);
+        }
+        self.report.rss_sum_max_kib = self.report.rss_sum_max_kib.max(sum);
+    }
+}
+
+/// `VmRSS` of `pid` in KiB, from /proc/<pid>/status.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Reaps the zombie child `pid` of this process (never blocks).
+fn reap(pid: u32) {
+    let mut status = 0;
+    // SAFETY: waitpid on one pid with WNOHANG; status is a local int.
+    unsafe {
+        libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG);
+    }
+}
