@@ -7,6 +7,7 @@ packages=(
 	samba            # smbd, to serve shares with the module
 	samba-testsuite  # smbtorture
 	smbclient        # the real client the tests drive
+	python3-samba    # Samba's client library for Python: the bad-input and security tests' clients
 	samba-vfs-modules # Samba's C aio_fork, aio_pthread, io_uring: compared against ours
 	libclang-dev     # bindgen (build.rs)
 	libtalloc-dev libtevent-dev pkg-config gcc

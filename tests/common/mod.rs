@@ -13,6 +13,7 @@
 //!   orphans (the test is the namespace's init), checks smbd's log for crashes.
 //! - [`stats`]: parses the module's `aio_fork stats ...` log lines.
 //! - [`data`]: pseudo-random files and byte-for-byte comparison.
+//! - [`python`]: clients on Samba's Python bindings (odd requests, concurrency).
 //! - [`samba_root`]: optionally, smbd from another Samba release's root file system.
 //! - [`run`], [`tools`]: running external programs with deadlines; locating them.
 
@@ -25,6 +26,7 @@ pub mod faults;
 pub mod module;
 pub mod namespace;
 pub mod procs;
+pub mod python;
 pub mod run;
 pub mod samba_root;
 pub mod smbd;
