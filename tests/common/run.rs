@@ -163,7 +163,9 @@ fn collect<R: Read + Send + 'static>(pipe: Option<R>, echo: bool) -> JoinHandle<
         while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
             let piece = String::from_utf8_lossy(&line);
             if echo {
-                print!("{piece}");
+                // Indented: the inner program's own summary lines (a namespaced test
+                // binary's `test result: ...`) must not read as this run's.
+                print!("    | {piece}");
             }
             text.push_str(&piece);
             line.clear();
