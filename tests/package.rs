@@ -9,6 +9,7 @@
 //! The checks: the C module is diverted aside and ours serves a share (`vfs objects =
 //! aio_fork`, a 1 MiB put and get compared byte for byte, `registered name=...` and an
 //! `aio_fork stats` line in the log), and removal brings back the C module's exact bytes.
+//! A third test has each refuse to install over the other, cleanly.
 
 mod common;
 
