@@ -14,6 +14,7 @@ packages=(
 	libsmbclient-dev # the benchmark's load generator
 	iproute2 util-linux procps psmisc # ip, unshare, ps, fuser: private namespaces for tests
 	debootstrap      # the Samba 4.22 root file system for the multi-release tests
+	dpkg-dev man-db  # the Debian package (cargo-deb's dpkg-shlibdeps) and its man page test
 )
 
 missing=()

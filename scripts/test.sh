@@ -14,7 +14,9 @@ cargo clippy --all-targets -- -D warnings
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# One build (the test profile: debug assertions and overflow checks on), used by every test.
+# One build of the module (the dev profile: debug assertions and overflow checks on), used
+# by every test: `cargo test` alone leaves the cdylib only under target/debug/deps.
+cargo build
 status=0
 cargo test --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
 

@@ -60,7 +60,9 @@ pub fn run_in_namespace(test_name: &str, limit: Duration, body: impl FnOnce(&NsC
     if env::var_os(ENV_IN_NS).is_some() {
         let ctx = enter();
         body(&ctx);
-        println!("{DONE_MARK} {test_name}");
+        // On a line of its own even if the body printed no newline (libtest's
+        // "test X ... " line has none).
+        println!("\n{DONE_MARK} {test_name}");
     } else {
         let libtest_args = ["--exact", test_name, "--include-ignored", "--nocapture"];
         let args: Vec<OsString> = libtest_args.iter().map(OsString::from).collect();
@@ -76,7 +78,7 @@ pub fn run_program_in_namespace(limit: Duration, install: Install, body: impl Fn
     if env::var_os(ENV_IN_NS).is_some() {
         let ctx = enter();
         body(&ctx);
-        println!("{DONE_MARK} {PROGRAM_NAME}");
+        println!("\n{DONE_MARK} {PROGRAM_NAME}");
     } else {
         let args: Vec<OsString> = env::args_os().skip(1).collect();
         run_outer(PROGRAM_NAME, &args, &install, limit);
