@@ -29,6 +29,7 @@ use common::data;
 use common::module::ModuleKind;
 use common::namespace::{run_program_in_namespace, Install, NsContext};
 use common::smbd::{Smbd, SmbdBuilder};
+use common::stats;
 use cpu::CpuMeter;
 use load::RandomSpec;
 use report::{Extra, Metric, Results, Run, Workload};
@@ -44,9 +45,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The small file each share serves first, to tell whether its backend works at all.
 const PROBE_FILE: &str = "probe.bin";
 const PROBE_SIZE: u64 = 64 * 1024;
-const HELPER_SECTION: &str = "Helper overhead (memory sampled halfway through the random reads)";
+const HELPER_SECTION: &str =
+    "Helper overhead (processes and memory sampled halfway through the random runs)";
 const FORK_SECTION: &str =
-    "Fork cost as smbd grows (first 4 KiB read on a new connection; fork backends spawn a helper)";
+    "Fork cost as smbd grows (first 4 KiB write on a new connection: fork backends spawn a helper)";
 
 /// One async I/O backend and how a share selects it.
 struct Backend {
@@ -196,6 +198,11 @@ impl Plan {
     }
 }
 
+/// Where the inner side (in the namespace) leaves the final tables for the outer side
+/// to print: the harness echoes the inner side's output indented, which is right for
+/// progress lines but not for tables meant to be copied.
+const ENV_REPORT: &str = "AIO_FORK_BENCH_REPORT";
+
 fn main() {
     let opts = parse_args();
     // A hard bound on the whole run (the namespace is killed after it).
@@ -204,9 +211,23 @@ fn main() {
     } else {
         Duration::from_secs(90 * 60)
     };
+    let outer = env::var_os(ENV_REPORT).is_none();
+    let report = env::temp_dir().join(format!("aio_fork_bench_report.{}", process::id()));
+    if outer {
+        // Inherited by the re-executed program inside the namespace. Nothing else
+        // runs yet, so changing the environment is safe.
+        env::set_var(ENV_REPORT, &report);
+    }
     run_program_in_namespace(limit, Install::Beside(OUR_MODULE.to_string()), |ctx| {
         bench(ctx, &opts)
     });
+    if outer {
+        match fs::read_to_string(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("backends: no report at {}: {e}", report.display()),
+        }
+        let _ = fs::remove_file(&report);
+    }
 }
 
 /// Files every share gets a copy (or hard link) of.
@@ -406,6 +427,29 @@ impl Bench {
                 self.random_run(&smbd, b, &share, "sync.bin", FSYNC_WRITE, "randwrite", rep);
             }
         }
+        self.note_module_stats(&smbd);
+    }
+
+    /// Our module's own counters (its tree-disconnect stats lines): proof that its
+    /// helpers served the I/O, and whether any request fell back to the next module
+    /// (which would make its numbers partly another backend's).
+    fn note_module_stats(&mut self, smbd: &Smbd) {
+        let all = smbd.stats();
+        for share in [OUR_MODULE.to_string(), format!("{OUR_MODULE}_sync")] {
+            let t = stats::total_for(&all, &share);
+            self.results.notes.push(format!(
+                "{OUR_MODULE} counters, share {share}, all runs ({} tree connects): preads={} \
+                 pwrites={} fsyncs={} helpers spawned={} retries={} fallbacks={} queue_max={}",
+                t.lines,
+                t.preads,
+                t.pwrites,
+                t.fsyncs,
+                t.spawned,
+                t.retries,
+                t.fallbacks,
+                t.queue_max
+            ));
+        }
     }
 
     /// smbd with requests capped at 128 KiB, so Samba's C aio_fork can take part.
@@ -446,8 +490,9 @@ impl Bench {
 
     /// How the cost of spawning a helper grows with smbd's size: smbd is made bigger
     /// with an LD_PRELOADed ballast (bench/ballast.c); on each new connection the
-    /// first 4 KiB read makes a fork-based backend spawn its first helper, so its
-    /// latency minus the median of the later reads is the spawn cost. The plain share
+    /// first 4 KiB write makes a fork-based backend spawn its first helper, so its
+    /// latency minus the median of the later writes is the spawn cost. (A write, not
+    /// a read: our module serves cached reads without a helper.) The plain share
     /// shows what a first request costs without any fork.
     fn fork_cost(&mut self, dir: &Path, ballast: &Path) {
         let backends: Vec<&Backend> = BACKENDS
@@ -471,14 +516,14 @@ impl Bench {
             ));
             for _ in 0..self.plan.fork_probes {
                 for b in &backends {
-                    if self.results.is_unavailable(RAND_READ, b.name) {
+                    if self.results.is_unavailable(RAND_WRITE, b.name) {
                         continue;
                     }
                     let spec = RandomSpec {
                         smbload: &self.smbload,
                         share: b.name,
                         file: PROBE_FILE,
-                        mode: "randread",
+                        mode: "randwrite",
                         request_size: self.plan.request_size,
                         clients: 1,
                         duration: Duration::from_millis(300),
@@ -642,12 +687,14 @@ impl Bench {
             seed: 1000 * (rep as u64 + 1),
             scratch: &self.scratch,
         };
-        // Helper memory is looked at halfway through the random reads, while every
-        // client's connection has its helpers.
+        // Helpers are looked at halfway through the random reads and writes, while
+        // every client's connection has its pool. (Reads may need none: our module
+        // serves page-cache hits inline; writes always go to helpers.)
         let mut helper_kib = Vec::new();
         let mut helper_count = None;
+        let sampled = workload == RAND_READ || workload == RAND_WRITE;
         let mut look = || {
-            if let (Some(kind), true) = (b.helpers, workload == RAND_READ) {
+            if let (Some(kind), true) = (b.helpers, sampled) {
                 let kib = cpu::helper_private_dirty_kib(smbd.pid(), kind);
                 helper_count = Some(kib.len() as f64);
                 helper_kib = kib;
@@ -693,11 +740,12 @@ impl Bench {
                 );
                 if let Some(count) = helper_count {
                     let section = HELPER_SECTION;
-                    let alive = format!("helpers alive ({} connections)", self.plan.clients);
+                    let clients = self.plan.clients;
+                    let alive = format!("helpers alive, {workload} ({clients} connections)");
                     self.add_extra(section, b.name, &alive, "", vec![count]);
                     let kib: Vec<f64> = helper_kib.iter().map(|k| *k as f64).collect();
-                    let metric = "private dirty memory per helper";
-                    self.add_extra(section, b.name, metric, "KiB", kib);
+                    let metric = format!("private dirty memory per helper, {workload}");
+                    self.add_extra(section, b.name, &metric, "KiB", kib);
                 }
             }
             Err(why) => {
@@ -786,7 +834,11 @@ impl Bench {
             "benchmark runtime: {:.0} s",
             self.started.elapsed().as_secs_f64()
         ));
-        println!("{}", report::render(&self.results));
+        let text = report::render(&self.results);
+        match env::var_os(ENV_REPORT) {
+            Some(path) => fs::write(&path, text).expect("write the report for the outer side"),
+            None => println!("{text}"),
+        }
     }
 }
 
