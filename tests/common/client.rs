@@ -49,14 +49,31 @@ pub fn spawn(smbd: &Smbd, share: &str, commands: &str) -> Child {
     run::spawn(&mut cmd)
 }
 
+/// Like [`smbclient`], as another user (`user%password`, e.g. from
+/// [`super::users::User::credentials`]).
+pub fn smbclient_as(
+    smbd: &Smbd,
+    share: &str,
+    credentials: &str,
+    commands: &str,
+    timeout: Duration,
+) -> Output {
+    let mut cmd = base_command_as(smbd, share, credentials);
+    run::run(cmd.arg("-c").arg(commands), timeout)
+}
+
 fn base_command(smbd: &Smbd, share: &str) -> Command {
+    base_command_as(smbd, share, &smbd.credentials())
+}
+
+fn base_command_as(smbd: &Smbd, share: &str, credentials: &str) -> Command {
     let mut cmd = tools::command("smbclient");
     // Our smb.conf keeps the host's client settings (and log file) out of the test.
     cmd.arg("-s")
         .arg(&smbd.conf)
         .arg(smbd.unc(share))
         .arg("-U")
-        .arg(smbd.credentials());
+        .arg(credentials);
     cmd
 }
 

@@ -13,6 +13,7 @@
 //!   orphans (the test is the namespace's init), checks smbd's log for crashes.
 //! - [`stats`]: parses the module's `aio_fork stats ...` log lines.
 //! - [`data`]: pseudo-random files and byte-for-byte comparison.
+//! - [`users`]: extra Unix users (namespace-private /etc/passwd) and SMB users.
 //! - [`python`]: clients on Samba's Python bindings (odd requests, concurrency).
 //! - [`samba_root`]: optionally, smbd from another Samba release's root file system.
 //! - [`run`], [`tools`]: running external programs with deadlines; locating them.
@@ -33,3 +34,4 @@ pub mod smbd;
 pub mod stats;
 pub mod tools;
 pub mod torture;
+pub mod users;
