@@ -54,34 +54,49 @@ const FORK_SECTION: &str =
 struct Backend {
     name: &'static str,
     vfs_objects: Option<&'static str>,
+    /// Further share options (a variant of a module).
+    options: &'static [(&'static str, &'static str)],
     /// Which helper processes it forks, if any (for the helper-memory section).
     helpers: Option<ModuleKind>,
 }
 
-const BACKENDS: [Backend; 5] = [
+const BACKENDS: [Backend; 6] = [
     Backend {
         name: report::REFERENCE,
         vfs_objects: None,
+        options: &[],
         helpers: None,
     },
     Backend {
         name: "aio_pthread",
         vfs_objects: Some("aio_pthread"),
+        options: &[],
         helpers: None,
     },
     Backend {
         name: "io_uring",
         vfs_objects: Some("io_uring"),
+        options: &[],
         helpers: None,
     },
     Backend {
         name: "aio_fork_c",
         vfs_objects: Some("aio_fork"),
+        options: &[],
         helpers: Some(ModuleKind::SambaC),
     },
     Backend {
         name: OUR_MODULE,
         vfs_objects: Some(OUR_MODULE),
+        options: &[],
+        helpers: Some(ModuleKind::Rust),
+    },
+    // Ours with every read sent to a helper (no inline preadv2(RWF_NOWAIT) of cached
+    // data): what the inline path is worth, and what a helper round trip costs.
+    Backend {
+        name: "rs_noinline",
+        vfs_objects: Some(OUR_MODULE),
+        options: &[("aio_fork:inline cached reads", "no")],
         helpers: Some(ModuleKind::Rust),
     },
 ];
@@ -274,6 +289,7 @@ fn share_options(backend: &Backend, sync_always: bool) -> Vec<(&'static str, &'s
     if let Some(module) = backend.vfs_objects {
         options.push(("vfs objects", module));
     }
+    options.extend_from_slice(backend.options);
     if sync_always {
         // smbd then follows every write with an fsync through the VFS (strict sync
         // is the default; set anyway, since without it "sync always" does nothing).
@@ -435,13 +451,18 @@ impl Bench {
     /// (which would make its numbers partly another backend's).
     fn note_module_stats(&mut self, smbd: &Smbd) {
         let all = smbd.stats();
-        for share in [OUR_MODULE.to_string(), format!("{OUR_MODULE}_sync")] {
+        let ours = BACKENDS
+            .iter()
+            .filter(|b| b.helpers == Some(ModuleKind::Rust));
+        for share in ours.flat_map(|b| [b.name.to_string(), sync_share(b)]) {
             let t = stats::total_for(&all, &share);
             self.results.notes.push(format!(
                 "{OUR_MODULE} counters, share {share}, all runs ({} tree connects): preads={} \
-                 pwrites={} fsyncs={} helpers spawned={} retries={} fallbacks={} queue_max={}",
+                 (inline={}) pwrites={} fsyncs={} helpers spawned={} retries={} fallbacks={} \
+                 queue_max={}",
                 t.lines,
                 t.preads,
+                t.other("inline_preads"),
                 t.pwrites,
                 t.fsyncs,
                 t.spawned,
@@ -497,7 +518,10 @@ impl Bench {
     fn fork_cost(&mut self, dir: &Path, ballast: &Path) {
         let backends: Vec<&Backend> = BACKENDS
             .iter()
-            .filter(|b| b.name == report::REFERENCE || b.helpers.is_some())
+            // Variants (extra options) spawn helpers the same way: not timed again.
+            .filter(|b| {
+                b.name == report::REFERENCE || (b.helpers.is_some() && b.options.is_empty())
+            })
             .collect();
         for &mib in &self.plan.ballast_mib.clone() {
             let mut builder = SmbdBuilder::without_shares(&dir.join(format!("{mib}")))
