@@ -202,7 +202,14 @@ fn helper_confinement(ctx: &NsContext) {
             "its status: {}",
             status_fields(
                 &example.status,
-                &["NoNewPrivs", "Seccomp", "Seccomp_filters"]
+                &[
+                    "NoNewPrivs",
+                    "Seccomp",
+                    "Seccomp_filters",
+                    "Uid",
+                    "CapPrm",
+                    "CapEff"
+                ]
             )
         );
     }
@@ -536,6 +543,12 @@ fn two_users(ctx: &NsContext) {
 
     // Everything at once: smbclients and the Python client on both shares.
     let started = Instant::now();
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = Arc::clone(&watch_stop);
+        let main_pid = smbd.pid();
+        thread::spawn(move || watch_helper_uids(main_pid, &stop))
+    };
     let mut handles = Vec::new();
     for (s, side) in sides.iter().enumerate() {
         for c in 0..CLIENTS_PER_SHARE {
@@ -567,6 +580,9 @@ fn two_users(ctx: &NsContext) {
         problems.extend(h.join().expect("client thread"));
     }
     let elapsed = started.elapsed();
+    watch_stop.store(true, Ordering::Relaxed);
+    let seen = watcher.join().expect("uid watcher");
+    problems.extend(check_helper_uids(&seen, &sides));
     smbd.wait_idle(Duration::from_secs(60));
 
     let mut bytes_checked = 0u64;
@@ -603,6 +619,91 @@ fn two_users(ctx: &NsContext) {
         problems.len(),
         problems.join("\n  ")
     );
+}
+
+/// One look at a helper's credentials and its connection smbd's.
+struct UidSample {
+    helper: u32,
+    /// `CapPrm` and `CapEff` of the helper (for the report).
+    caps: String,
+    /// `Uid:` of /proc/<pid>/status: real, effective, saved, filesystem.
+    helper_uids: Vec<u32>,
+    parent_uids: Vec<u32>,
+}
+
+/// Samples the uids of every helper and of its parent while the clients run.
+fn watch_helper_uids(main_pid: u32, stop: &AtomicBool) -> Vec<UidSample> {
+    let uids = |pid: u32| -> Option<Vec<u32>> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+        line[4..]
+            .split_whitespace()
+            .map(|v| v.parse().ok())
+            .collect()
+    };
+    let mut samples = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        for helper in procs::helpers(&procs::snapshot(), main_pid, ModuleKind::Rust) {
+            if let (Some(h), Some(p)) = (uids(helper.pid), uids(helper.ppid)) {
+                let status = fs::read_to_string(format!("/proc/{}/status", helper.pid));
+                samples.push(UidSample {
+                    helper: helper.pid,
+                    caps: status_fields(&status.unwrap_or_default(), &["CapPrm", "CapEff"]),
+                    helper_uids: h,
+                    parent_uids: p,
+                });
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    samples
+}
+
+/// A helper never runs as the other user: of alice's and bob's uids it holds at most
+/// those its connection smbd holds (smbd switches its effective uid between root and
+/// the connection's user; a helper keeps what it had at fork, and its sandbox allows
+/// no set*uid call).
+fn check_helper_uids(samples: &[UidSample], sides: &[Side]) -> Vec<String> {
+    let user_uids: BTreeSet<u32> = sides.iter().map(|s| s.user.uid).collect();
+    let mut problems = Vec::new();
+    let mut kinds: BTreeMap<(Vec<u32>, String), BTreeSet<u32>> = BTreeMap::new();
+    for s in samples {
+        kinds
+            .entry((s.helper_uids.clone(), s.caps.clone()))
+            .or_default()
+            .insert(s.helper);
+        let mine: BTreeSet<u32> = s
+            .helper_uids
+            .iter()
+            .copied()
+            .filter(|u| user_uids.contains(u))
+            .collect();
+        let parents: BTreeSet<u32> = s
+            .parent_uids
+            .iter()
+            .copied()
+            .filter(|u| user_uids.contains(u))
+            .collect();
+        if !mine.is_subset(&parents) && !parents.is_empty() {
+            problems.push(format!(
+                "helper {} runs with uids {:?}, its connection smbd with {:?}",
+                s.helper, s.helper_uids, s.parent_uids
+            ));
+        }
+    }
+    let summary: Vec<String> = kinds
+        .iter()
+        .map(|((uids, caps), pids)| format!("{uids:?} {caps}: {} helpers", pids.len()))
+        .collect();
+    println!(
+        "helper uids (real, effective, saved, fs) in {} samples: {}",
+        samples.len(),
+        summary.join("; ")
+    );
+    if samples.is_empty() {
+        problems.push("no helper seen while the clients ran".to_string());
+    }
+    dedup(problems)
 }
 
 /// The share directory belongs to the user; seed files (theirs, with content of their
