@@ -92,6 +92,25 @@ pub fn live_helpers(parent: Option<u32>) -> Vec<Proc> {
         .collect()
 }
 
+/// Whether helper `pid` is inside a request now: any system call but the `recvmsg` an
+/// idle helper waits in (from /proc/<pid>/syscall; "running" counts as busy). `None`
+/// if it cannot be read (the helper is gone).
+pub fn helper_in_request(pid: u32) -> Option<bool> {
+    let text = fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    let first = text.split_whitespace().next()?;
+    match first.parse::<libc::c_long>() {
+        Ok(nr) => Some(nr != libc::SYS_recvmsg),
+        Err(_) => Some(first == "running"),
+    }
+}
+
+/// How many of `pids` are inside a request now (see [`helper_in_request`]).
+pub fn helpers_in_request(pids: &[u32]) -> usize {
+    pids.iter()
+        .filter(|&&p| helper_in_request(p) == Some(true))
+        .count()
+}
+
 /// Waits until none of `pids` exists any more (exited and reaped: no /proc entry);
 /// returns how long that took, or the ones left at `timeout`.
 pub fn wait_all_gone(pids: &[u32], timeout: Duration) -> Result<Duration, Vec<Proc>> {
@@ -193,6 +212,18 @@ impl HelperKiller {
     }
 }
 
+/// A helper seen in state Z.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Zombie {
+    /// Its parent then, and the parent's state (R, S, Z, ...).
+    pub parent: u32,
+    pub parent_state: char,
+    /// When first seen so, since the watch started.
+    pub first_seen: Duration,
+    /// The longest time it was seen in state Z.
+    pub age: Duration,
+}
+
 /// What a [`ProcWatch`] saw.
 #[derive(Clone, Debug, Default)]
 pub struct WatchReport {
@@ -202,11 +233,11 @@ pub struct WatchReport {
     /// Most live helpers one parent had at once.
     pub max_helpers_by_parent: BTreeMap<u32, usize>,
     /// Helpers seen as zombies (exited, not reaped by their parent, which is not the
-    /// test process): pid -> longest time seen in that state.
-    pub zombie_helpers: BTreeMap<u32, Duration>,
+    /// test process), by pid.
+    pub zombie_helpers: BTreeMap<u32, Zombie>,
     /// Orphans (helpers or smbd processes whose parent died) reaped by the test
-    /// process as the namespace's init.
-    pub orphans_reaped: Vec<(u32, String)>,
+    /// process as the namespace's init: pid, comm, when (since the watch started).
+    pub orphans_reaped: Vec<(u32, String, Duration)>,
     /// Largest VmRSS (KiB) seen per smbd process (main and connections).
     pub rss_max_kib: BTreeMap<u32, u64>,
     /// Largest sum of VmRSS (KiB) of all smbd processes at one instant.
@@ -217,11 +248,11 @@ pub struct WatchReport {
 
 impl WatchReport {
     /// Helpers seen in state Z for at least `limit`.
-    pub fn zombies_longer_than(&self, limit: Duration) -> Vec<(u32, Duration)> {
+    pub fn zombies_longer_than(&self, limit: Duration) -> Vec<(u32, Zombie)> {
         self.zombie_helpers
             .iter()
-            .filter(|(_, age)| **age >= limit)
-            .map(|(pid, age)| (*pid, *age))
+            .filter(|(_, z)| z.age >= limit)
+            .map(|(pid, z)| (*pid, z.clone()))
             .collect()
     }
 
@@ -229,7 +260,7 @@ impl WatchReport {
     pub fn longest_zombie(&self) -> Duration {
         self.zombie_helpers
             .values()
-            .copied()
+            .map(|z| z.age)
             .max()
             .unwrap_or_default()
     }
@@ -255,11 +286,12 @@ impl WatchReport {
     pub fn summary(&self) -> String {
         format!(
             "{} samples, {} helpers seen under {} parent(s), at most {} per connection, \
-             longest helper zombie {:?}, {} orphan(s) reaped by init",
+             {} helper(s) seen as zombies (longest {:?}), {} orphan(s) reaped by init",
             self.samples,
             self.all_helpers().len(),
             self.helpers_by_parent.len(),
             self.max_helpers_per_connection(),
+            self.zombie_helpers.len(),
             self.longest_zombie(),
             self.orphans_reaped.len()
         )
@@ -279,7 +311,11 @@ impl ProcWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = thread::spawn(move || {
-            let mut state = WatchState::default();
+            let mut state = WatchState {
+                started: Instant::now(),
+                report: WatchReport::default(),
+                zombie_since: HashMap::new(),
+            };
             while !flag.load(Ordering::Relaxed) {
                 state.sample(main_pid);
                 thread::sleep(interval);
@@ -296,8 +332,8 @@ impl ProcWatch {
     }
 }
 
-#[derive(Default)]
 struct WatchState {
+    started: Instant,
     report: WatchReport,
     /// Zombie helpers now, and when each was first seen so.
     zombie_since: HashMap<u32, Instant>,
@@ -316,9 +352,12 @@ impl WatchState {
                 // smbd's processes are "smbd", "smbd[addr]", "smbd-notifyd", ...
                 if p.ppid == me && p.pid != main_pid && (is_helper || p.comm.starts_with("smbd")) {
                     reap(p.pid);
-                    self.report.orphans_reaped.push((p.pid, p.comm.clone()));
+                    let when = now - self.started;
+                    self.report
+                        .orphans_reaped
+                        .push((p.pid, p.comm.clone(), when));
                 } else if is_helper {
-                    zombies_now.push(p.pid);
+                    zombies_now.push((p.pid, p.ppid));
                 }
                 continue;
             }
@@ -342,11 +381,22 @@ impl WatchState {
             let max = self.report.max_helpers_by_parent.entry(parent).or_default();
             *max = (*max).max(count);
         }
-        self.zombie_since.retain(|pid, _| zombies_now.contains(pid));
-        for pid in zombies_now {
+        self.zombie_since
+            .retain(|pid, _| zombies_now.iter().any(|(z, _)| z == pid));
+        for (pid, parent) in zombies_now {
             let since = *self.zombie_since.entry(pid).or_insert(now);
-            let age = self.report.zombie_helpers.entry(pid).or_default();
-            *age = (*age).max(now - since);
+            let parent_state = snap
+                .iter()
+                .find(|p| p.pid == parent)
+                .map_or('?', |p| p.state);
+            let zombie = self.report.zombie_helpers.entry(pid).or_insert(Zombie {
+                parent,
+                parent_state,
+                first_seen: since - self.started,
+                age: Duration::ZERO,
+            });
+            zombie.age = zombie.age.max(now - since);
+            zombie.parent_state = parent_state;
         }
         if self.report.samples % 10 == 0 {
             self.sample_rss(&snap, main_pid);
