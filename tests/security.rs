@@ -10,7 +10,10 @@
 //!   things, so the check is not vacuous). At rest, the fd table is the socket alone.
 //!   Its shared buffer is a shared memfd mapping (`rw-s /memfd:`), not a descriptor.
 //!   /proc/<pid>/status shows `NoNewPrivs: 1`, `Seccomp: 2` (filter mode) and, where
-//!   the kernel reports it, `Seccomp_filters: 1`.
+//!   the kernel reports it, `Seccomp_filters: 1`. A helper caught in the instant
+//!   between fork and sandbox (it names itself `aio_fork_helper` first, then closes
+//!   smbd's descriptors and enters seccomp, all before its first request) is judged
+//!   once that is done; one that stays unconfined for 2 s fails the test.
 //!
 //!   That a helper cannot open a file or exec is proven on the filter itself by the
 //!   unit tests in `src/helper_sandbox.rs` (`sandboxed_process_cannot_open_files`,
@@ -82,6 +85,8 @@ const MIN_HELPERS: usize = 4;
 const MIN_IN_FLIGHT: usize = 10;
 /// Transfers go on until the inspections are done or this much time passed.
 const LOAD_LIMIT: Duration = Duration::from_secs(90);
+/// How long a helper seen before its sandbox may take to enter it.
+const SETUP_GRACE: Duration = Duration::from_secs(2);
 
 /// One look at one helper.
 #[derive(Debug)]
@@ -90,6 +95,8 @@ struct Inspection {
     /// fd number and readlink target.
     fds: Vec<(String, String)>,
     status: String,
+    /// First seen between fork and sandbox (see [`inspect`]); this is the look after.
+    seen_in_setup: bool,
 }
 
 fn helper_confinement(ctx: &NsContext) {
@@ -160,6 +167,7 @@ fn helper_confinement(ctx: &NsContext) {
                         pid: helper.ppid,
                         fds,
                         status: status.ok()?,
+                        seen_in_setup: false,
                     })
                 });
             }
@@ -175,9 +183,11 @@ fn helper_confinement(ctx: &NsContext) {
 
     let distinct: BTreeSet<u32> = inspections.iter().map(|i| i.pid).collect();
     let in_flight = inspections.iter().filter(|i| i.fds.len() > 1).count();
+    let in_setup = inspections.iter().filter(|i| i.seen_in_setup).count();
     println!(
         "inspected {} helper fd tables of {} helpers in {:.1?} (load rounds: {rounds:?}); \
-         {in_flight} caught a request's file open",
+         {in_flight} caught a request's file open, {in_setup} first seen between fork and \
+         sandbox (judged once sandboxed)",
         inspections.len(),
         distinct.len(),
         started.elapsed()
@@ -253,8 +263,32 @@ impl SmbdRef {
     }
 }
 
-/// The fd table and status of `pid`, if it is (still) a helper and not exiting.
+/// The fd table and status of `pid`, if it is (still) a helper and not exiting. A
+/// helper seen before its sandbox is in place (just forked: it takes its name first,
+/// then closes smbd's descriptors and enters seccomp, before it serves anything) is
+/// looked at again once it is; if it never gets there, the first look is returned.
 fn inspect(pid: u32) -> Option<Inspection> {
+    let first = inspect_once(pid)?;
+    if status_map(&first.status).get("Seccomp").map(String::as_str) == Some("2") {
+        return Some(first);
+    }
+    let deadline = Instant::now() + SETUP_GRACE;
+    while Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+        let Some(again) = inspect_once(pid) else {
+            return None; // gone
+        };
+        if status_map(&again.status).get("Seccomp").map(String::as_str) == Some("2") {
+            return Some(Inspection {
+                seen_in_setup: true,
+                ..again
+            });
+        }
+    }
+    Some(first)
+}
+
+fn inspect_once(pid: u32) -> Option<Inspection> {
     let fds = fd_table(pid)?;
     if fds.is_empty() && exits_soon(pid) {
         // A helper ending (its connection closed): the kernel drops the fd table
@@ -264,7 +298,12 @@ fn inspect(pid: u32) -> Option<Inspection> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     // The pid must still be a helper (not reused by something else meanwhile).
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == procs::HELPER_COMM).then_some(Inspection { pid, fds, status })
+    (comm.trim() == procs::HELPER_COMM).then_some(Inspection {
+        pid,
+        fds,
+        status,
+        seen_in_setup: false,
+    })
 }
 
 /// Whether `pid` is gone or a zombie within a moment.
@@ -310,9 +349,11 @@ fn judge(found: &Inspection, share_dir: &Path, at_rest: bool) -> Vec<String> {
             found.fds
         ));
     }
-    for (_, target) in &sockets {
+    for (fd, target) in &sockets {
         match unix_socket_type(pid, target) {
             Some(5) => {} // SOCK_SEQPACKET
+            // Closed between the two reads (the helper is ending): nothing to judge.
+            None if !still_open(pid, fd, target) => {}
             other => problems.push(format!(
                 "helper {pid}: socket {target} is not a unix SOCK_SEQPACKET socket \
                  (type {other:?} in /proc/{pid}/net/unix)"
@@ -367,6 +408,13 @@ fn judge(found: &Inspection, share_dir: &Path, at_rest: bool) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Whether descriptor `fd` of `pid` still refers to `target`.
+fn still_open(pid: u32, fd: &str, target: &str) -> bool {
+    fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .map(|t| t.to_string_lossy() == target)
+        .unwrap_or(false)
 }
 
 /// The type column of `socket:[inode]` in the helper's network namespace's unix table.
