@@ -703,8 +703,9 @@ fn smbd_killed(ctx: &NsContext) {
     );
 }
 
-/// Starts a get of big.bin in the background; returns once its connection has helpers
-/// busy (data arriving): the connection pid, its helpers, the client.
+/// Starts a get of big.bin in the background; returns once data arrives and its
+/// connection has several helpers, one inside a request: the connection pid, its
+/// helpers, the client.
 fn get_with_helpers(smbd: &Smbd, workdir: &Path) -> (u32, Vec<u32>, std::process::Child) {
     let local = workdir.join("killed_get.bin");
     let _ = fs::remove_file(&local);
@@ -714,18 +715,21 @@ fn get_with_helpers(smbd: &Smbd, workdir: &Path) -> (u32, Vec<u32>, std::process
     let conn = wait_new_connection(smbd, &before, &local);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut helpers = Vec::new();
-    while helpers.len() < 2 && Instant::now() < deadline {
+    let mut busy = 0;
+    while (helpers.len() < 2 || busy == 0) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(1));
         helpers = faults::live_helpers(Some(conn))
             .iter()
             .map(|p| p.pid)
             .collect();
+        busy = faults::helpers_in_request(&helpers);
     }
-    if helpers.len() < 2 {
+    if helpers.len() < 2 || busy == 0 {
         run::kill_group(client.id());
         let _ = client.wait();
         panic!(
-            "connection {conn} has {} helper(s) during a 256 MiB get, expected several\n{}",
+            "connection {conn} has {} helper(s), {busy} inside a request, during a 256 MiB \
+             get; expected several, one busy\n{}",
             helpers.len(),
             smbd.log_tail(30)
         );
