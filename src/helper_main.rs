@@ -56,7 +56,6 @@ unsafe fn setup_process(sock: libc::c_int, parent: libc::pid_t) {
         // smbd died between fork() and prctl(): nobody will ever send us work.
         libc::_exit(0);
     }
-    libc::prctl(libc::PR_SET_NAME, HELPER_COMM.as_ptr() as libc::c_ulong);
 
     // smbd's handlers write to its tevent signal pipe, which the child must not touch.
     let mut dfl: libc::sigaction = zeroed();
@@ -71,6 +70,11 @@ unsafe fn setup_process(sock: libc::c_int, parent: libc::pid_t) {
     libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
 
     close_all_but(sock);
+    // Named once it holds nothing of smbd's, just before confinement (prctl is outside
+    // the seccomp allow-list). Credentials stay those of the smbd thread that forked: the
+    // set*id syscalls are outside the allow-list too, and giving up the saved uid would
+    // stop smbd, when it runs as another user, from ending a hung helper.
+    libc::prctl(libc::PR_SET_NAME, HELPER_COMM.as_ptr() as libc::c_ulong);
     crate::helper_sandbox::enter();
 }
 

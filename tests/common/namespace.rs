@@ -157,8 +157,11 @@ fn make_workdir(test_name: &str) -> PathBuf {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
+    // Short: smbd's unix sockets live below this directory, and a socket path may not
+    // exceed 108 bytes.
     let safe: String = test_name
         .chars()
+        .take(24)
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     let dir = env::temp_dir().join(format!("aio_fork_it.{safe}.{}.{nanos}", process_id()));
