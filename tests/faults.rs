@@ -660,12 +660,7 @@ fn smbd_killed(ctx: &NsContext) {
     );
     one_shot_put(&smbd, "aio_erratic", &check, "after.bin");
     one_shot_get(&smbd, "aio_erratic", "after.bin", &check, &ctx.workdir);
-    let crashes = faults::crash_lines(&smbd.log_text());
-    assert!(
-        crashes.is_empty(),
-        "smbd's log shows a crash: {crashes:?}\n{}",
-        smbd.log_tail(60)
-    );
+    check_no_crash(&smbd);
 
     // b) The main smbd and its process group are killed during a get.
     let (_conn, helpers_b, mut client) = get_with_helpers(&smbd, &ctx.workdir);
@@ -1148,17 +1143,24 @@ fn one_shot_get(
 /// After every test: smbd's log shows no crash, no helper stayed a zombie for
 /// [`ZOMBIE_LIMIT`], the main smbd is alive.
 fn check_common(smbd: &Smbd, report: &WatchReport) {
-    let crashes = faults::crash_lines(&smbd.log_text());
-    assert!(
-        crashes.is_empty(),
-        "smbd's log shows a crash: {crashes:?}\n{}",
-        smbd.log_tail(60)
-    );
+    check_no_crash(smbd);
     check_zombies_except(smbd, report, ZOMBIE_LIMIT, &[]);
     assert!(
         faults::is_live(smbd.pid()),
         "the main smbd is gone\n{}",
         smbd.log_tail(40)
+    );
+}
+
+/// smbd's log and console show no crash, internal error or caught panic.
+fn check_no_crash(smbd: &Smbd) {
+    let console = fs::read(smbd.dir.join("smbd.console")).unwrap_or_default();
+    let text = format!("{}\n{}", smbd.log_text(), String::from_utf8_lossy(&console));
+    let crashes = faults::crash_lines(&text);
+    assert!(
+        crashes.is_empty(),
+        "smbd's log shows a crash or internal error: {crashes:?}\n{}",
+        smbd.log_tail(60)
     );
 }
 

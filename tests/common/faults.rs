@@ -20,8 +20,20 @@ use super::procs::{self, Proc, HELPER_COMM};
 /// Sets the seed of every random choice of a fault test (printed by each run).
 pub const ENV_SEED: &str = "AIO_FORK_FAULT_SEED";
 
-/// Texts in smbd's log that mean it crashed or hit an internal error.
-pub const CRASH_MARKERS: [&str; 4] = ["PANIC", "INTERNAL ERROR", "Backtrace", "smb_panic"];
+/// Texts in smbd's log (or console) that mean it crashed or hit an internal error:
+/// Samba's fault handler ("INTERNAL ERROR: Signal 11 ...", "PANIC (pid ..)",
+/// "BACKTRACE: ..."), and the module's own: a Rust panic (in the test build, also a
+/// failed debug assertion or an arithmetic overflow) caught at the smbd boundary, and
+/// the panic hook's "panicked at" on stderr.
+pub const CRASH_MARKERS: [&str; 7] = [
+    "PANIC",
+    "INTERNAL ERROR",
+    "Backtrace",
+    "BACKTRACE",
+    "smb_panic",
+    "internal error caught",
+    "panicked at",
+];
 
 /// A small xorshift64* generator: random moments and victims, reproducible from a seed.
 #[derive(Clone, Debug)]
