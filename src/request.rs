@@ -10,6 +10,12 @@ use std::ffi::c_void;
 use std::rc::Rc;
 use std::{mem, ptr};
 
+/// Largest read tried from the page cache in smbd itself. Larger ones go to helpers even
+/// when cached: a multi-MiB copy on smbd's one thread would serialise what helpers copy in
+/// parallel (measured: 8 MiB sequential reads at 0.6x plain inline, 1.1x through helpers;
+/// 128 KiB reads 1.55x inline, 1.35x through helpers).
+const INLINE_READ_MAX: usize = 128 << 10;
+
 /// Samba's VFS_PWRITE_APPEND_OFFSET (source3/include/vfs.h, 4.22+).
 const VFS_PWRITE_APPEND_OFFSET: i64 = -1;
 
@@ -111,7 +117,7 @@ unsafe fn start(req: *mut ffi::tevent_req) {
         return;
     }
     let mut done = 0;
-    if state.op == Op::Read && pool.inline_reads() {
+    if state.op == Op::Read && state.len <= INLINE_READ_MAX && pool.inline_reads() {
         let started = std::time::Instant::now();
         // SAFETY: smbd's read buffer of state.len bytes, alive as long as the request.
         let buf = std::slice::from_raw_parts_mut(state.data, state.len);
