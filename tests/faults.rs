@@ -70,8 +70,14 @@ fn helpers_killed_at_random() {
 
 const KILL_FILE_SIZE: u64 = 256 * MIB;
 const KILL_EVERY: Duration = Duration::from_millis(100);
-/// smb2.rw runs under the killer.
-const RW_RUNS: usize = 10;
+/// Put + get rounds under the killer (one 256 MiB round takes about a second).
+const KILL_ROUNDS: usize = 3;
+/// smb2.rw runs under the killer: at least this many...
+const RW_MIN_RUNS: usize = 5;
+/// ... and until this many helpers were killed ...
+const RW_MIN_KILLS: usize = 5;
+/// ... but no more runs than this.
+const RW_MAX_RUNS: usize = 40;
 
 fn helpers_killed(ctx: &NsContext) {
     let started = Instant::now();
@@ -85,32 +91,44 @@ fn helpers_killed(ctx: &NsContext) {
     let watch = ProcWatch::start(smbd.pid(), WATCH_EVERY);
 
     let plain = session_round_trip(&smbd, "plain", &source, &ctx.workdir);
+    // Puts, then gets, each under its own killer, on one connection.
     let mut session = Session::open(&smbd, "aio", COMMAND_TIMEOUT);
-    let killer = HelperKiller::start(
-        Some(session.server_pid),
-        KILL_EVERY,
-        Rng::new(rng.next_u64()),
-    );
-    let aio = round_trip_on(&smbd, &mut session, "aio", &source, &ctx.workdir);
-    let transfer_kills = killer.finish();
+    let conn = Some(session.server_pid);
+    let (mut put_n, mut get_n) = (0, 0);
+    for round in 0..KILL_ROUNDS {
+        let remote = format!("killed_{round}.bin");
+        let killer = HelperKiller::start(conn, KILL_EVERY, Rng::new(rng.next_u64()));
+        let put_time = session_put(&smbd, &mut session, "aio", &source, &remote);
+        let put_kills = killer.finish().killed.len();
+        let killer = HelperKiller::start(conn, KILL_EVERY, Rng::new(rng.next_u64()));
+        let get_time = session_get(&smbd, &mut session, &remote, &source, &ctx.workdir);
+        let get_kills = killer.finish().killed.len();
+        println!(
+            "256 MiB put/get: plain {:.2}/{:.2} s; aio with a helper SIGKILLed every \
+             ~{KILL_EVERY:?}: {:.2}/{:.2} s, {put_kills}/{get_kills} helpers killed",
+            plain.0.as_secs_f64(),
+            plain.1.as_secs_f64(),
+            put_time.as_secs_f64(),
+            get_time.as_secs_f64(),
+        );
+        assert!(
+            put_kills >= 1 && get_kills >= 1,
+            "{put_kills} helpers killed during the 256 MiB put, {get_kills} during the get: \
+             the fault must hit both"
+        );
+        put_n += put_kills;
+        get_n += get_kills;
+    }
     close_session(&smbd, session);
-    println!(
-        "256 MiB put/get: plain {:.2}/{:.2} s; aio with a helper SIGKILLed every ~{KILL_EVERY:?}: \
-         {:.2}/{:.2} s, {} helpers killed ({} rounds found none)",
-        plain.0.as_secs_f64(),
-        plain.1.as_secs_f64(),
-        aio.0.as_secs_f64(),
-        aio.1.as_secs_f64(),
-        transfer_kills.killed.len(),
-        transfer_kills.idle_rounds
-    );
 
     let plain_rw = torture::run_suite(&smbd, "plain", "smb2.rw", TORTURE_TIMEOUT);
-    // One smb2.rw run takes a fraction of a second: several runs, back to back, under
-    // one killer; each run's results must be the plain share's.
+    // One smb2.rw run takes a fraction of a second: runs back to back under one killer
+    // until enough helpers were killed; each run's results must be the plain share's.
     let killer = HelperKiller::start(None, KILL_EVERY, Rng::new(rng.next_u64()));
     let mut rw_runs = Vec::new();
-    for _ in 0..RW_RUNS {
+    while rw_runs.len() < RW_MIN_RUNS
+        || (killer.kills() < RW_MIN_KILLS && rw_runs.len() < RW_MAX_RUNS)
+    {
         rw_runs.push(torture::run_suite(
             &smbd,
             "aio_rw",
@@ -121,10 +139,11 @@ fn helpers_killed(ctx: &NsContext) {
     let torture_kills = killer.finish();
     let rw_secs: f64 = rw_runs.iter().map(|r| r.output.elapsed.as_secs_f64()).sum();
     println!(
-        "smb2.rw: plain {:?} ({:.1} s); {RW_RUNS} runs on aio_rw under the killer ({rw_secs:.1} s), \
+        "smb2.rw: plain {:?} ({:.1} s); {} runs on aio_rw under the killer ({rw_secs:.1} s), \
          {} helpers killed",
         plain_rw.results,
         plain_rw.output.elapsed.as_secs_f64(),
+        rw_runs.len(),
         torture_kills.killed.len()
     );
     smbd.wait_idle(Duration::from_secs(30));
@@ -148,11 +167,7 @@ fn helpers_killed(ctx: &NsContext) {
         );
     }
     let aio_stats = one_line_stats(&smbd, "aio");
-    let kills = transfer_kills.killed.len() as u64;
-    assert!(
-        kills >= 10,
-        "only {kills} helpers killed during the 256 MiB transfers: the fault was hardly injected"
-    );
+    let kills = (put_n + get_n) as u64;
     assert!(
         aio_stats.helper_deaths >= kills && aio_stats.retries >= 1,
         "{kills} helpers of the connection were SIGKILLed; the stats must show at least as \
@@ -169,13 +184,13 @@ fn helpers_killed(ctx: &NsContext) {
         "helpers_killed",
         started,
         format!(
-            "256 MiB put + get on one connection; smb2.rw ({} tests) {RW_RUNS} times",
-            plain_rw.results.len()
+            "{KILL_ROUNDS} x 256 MiB put + get on one connection; smb2.rw ({} tests) {} times",
+            plain_rw.results.len(),
+            rw_runs.len()
         ),
         format!(
-            "{} helper SIGKILLs during the transfers (helper_deaths={}, retries={}, \
-             fallbacks={}), {} during smb2.rw (helper_deaths={}, retries={})",
-            kills,
+            "{put_n} + {get_n} helper SIGKILLs during the puts + gets (helper_deaths={}, \
+             retries={}, fallbacks={}), {} during smb2.rw (helper_deaths={}, retries={})",
             aio_stats.helper_deaths,
             aio_stats.retries,
             aio_stats.fallbacks,
@@ -183,7 +198,7 @@ fn helpers_killed(ctx: &NsContext) {
             rw_stats.helper_deaths,
             rw_stats.retries
         ),
-        4 * KILL_FILE_SIZE,
+        2 * (1 + KILL_ROUNDS as u64) * KILL_FILE_SIZE,
     );
 }
 
@@ -1058,26 +1073,50 @@ fn round_trip_on(
     workdir: &Path,
 ) -> (Duration, Duration) {
     let remote = "round_trip.bin";
+    let put = session_put(smbd, session, share, source, remote);
+    let get = session_get(smbd, session, remote, source, workdir);
+    (put, get)
+}
+
+/// `put` on `session`, checked on the server's disk; returns its time.
+fn session_put(
+    smbd: &Smbd,
+    session: &mut Session,
+    share: &str,
+    source: &Path,
+    remote: &str,
+) -> Duration {
     let t0 = Instant::now();
     let lines = session.run(
         &format!("put {} {remote}", source.display()),
         COMMAND_TIMEOUT,
     );
-    let put = t0.elapsed();
+    let took = t0.elapsed();
     check_lines("put", &lines, smbd);
     let on_server = smbd.share_path(share).join(remote);
     compare_or_panic(source, &on_server, &format!("put to {share}"), smbd);
-    let local = workdir.join(format!("back_{share}.bin"));
+    took
+}
+
+/// `get` on `session`, compared with `expected`; returns its time.
+fn session_get(
+    smbd: &Smbd,
+    session: &mut Session,
+    remote: &str,
+    expected: &Path,
+    workdir: &Path,
+) -> Duration {
+    let local = workdir.join("session_get.bin");
     let t0 = Instant::now();
     let lines = session.run(
         &format!("get {remote} {}", local.display()),
         COMMAND_TIMEOUT,
     );
-    let get = t0.elapsed();
+    let took = t0.elapsed();
     check_lines("get", &lines, smbd);
-    compare_or_panic(source, &local, &format!("get from {share}"), smbd);
+    compare_or_panic(expected, &local, &format!("get of {remote}"), smbd);
     let _ = fs::remove_file(&local);
-    (put, get)
+    took
 }
 
 fn close_session(smbd: &Smbd, session: Session) {

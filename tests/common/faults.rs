@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -182,6 +182,7 @@ pub struct KillReport {
 /// killed once: one killed in an uninterruptible syscall may still look alive a while.
 pub struct HelperKiller {
     stop: Arc<AtomicBool>,
+    kills: Arc<AtomicUsize>,
     handle: JoinHandle<KillReport>,
 }
 
@@ -189,6 +190,8 @@ impl HelperKiller {
     pub fn start(parent: Option<u32>, interval: Duration, mut rng: Rng) -> HelperKiller {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let kills = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&kills);
         let base = interval.as_millis() as u64;
         let handle = thread::spawn(move || {
             let mut report = KillReport::default();
@@ -211,11 +214,21 @@ impl HelperKiller {
                     .is_some_and(|p| p.is_live() && p.comm == HELPER_COMM && p.ppid == pick.ppid);
                 if same && send_signal(pick.pid, libc::SIGKILL) {
                     report.killed.push(pick.pid);
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
             }
             report
         });
-        HelperKiller { stop, handle }
+        HelperKiller {
+            stop,
+            kills,
+            handle,
+        }
+    }
+
+    /// Helpers killed so far.
+    pub fn kills(&self) -> usize {
+        self.kills.load(Ordering::Relaxed)
     }
 
     pub fn finish(self) -> KillReport {
