@@ -807,10 +807,11 @@ fn many_clients(ctx: &NsContext) {
         let conn_rss_max = conn_rss_max(&smbd, &report);
         println!(
             "{share}: {CLIENTS} clients x {CLIENT_FILE_SIZE} bytes put + get in {:.1} s; smbd \
-             RSS: sum at most {} MiB, one connection at most {} MiB, helper at most {} MiB; \
-             watch: {}",
+             RSS: sum at most {} MiB, main {} MiB, one connection at most {} MiB, helper at \
+             most {} MiB; watch: {}",
             took.as_secs_f64(),
             report.rss_sum_max_kib / 1024,
+            report.rss_max_kib.get(&smbd.pid()).copied().unwrap_or(0) / 1024,
             conn_rss_max / 1024,
             report.helper_rss_max_kib / 1024,
             report.summary()
