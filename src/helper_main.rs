@@ -57,7 +57,19 @@ unsafe fn setup_process(sock: libc::c_int, parent: libc::pid_t) {
         libc::_exit(0);
     }
 
-    // smbd's handlers write to its tevent signal pipe, which the child must not touch.
+    reset_signals();
+    close_all_but(sock);
+    // Named once it holds nothing of smbd's, just before confinement (prctl is outside
+    // the seccomp allow-list). Credentials stay those of the smbd thread that forked: the
+    // set*id syscalls are outside the allow-list too, and giving up the saved uid would
+    // stop smbd, when it runs as another user, from ending a hung helper.
+    libc::prctl(libc::PR_SET_NAME, HELPER_COMM.as_ptr() as libc::c_ulong);
+    crate::helper_sandbox::enter();
+}
+
+/// Default handling and no mask for every signal: smbd's handlers write to its tevent
+/// signal pipe, which a child must not touch.
+pub(crate) unsafe fn reset_signals() {
     let mut dfl: libc::sigaction = zeroed();
     dfl.sa_sigaction = libc::SIG_DFL;
     for sig in 1..32 {
@@ -68,18 +80,10 @@ unsafe fn setup_process(sock: libc::c_int, parent: libc::pid_t) {
     let mut none: libc::sigset_t = zeroed();
     libc::sigemptyset(&mut none);
     libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-
-    close_all_but(sock);
-    // Named once it holds nothing of smbd's, just before confinement (prctl is outside
-    // the seccomp allow-list). Credentials stay those of the smbd thread that forked: the
-    // set*id syscalls are outside the allow-list too, and giving up the saved uid would
-    // stop smbd, when it runs as another user, from ending a hung helper.
-    libc::prctl(libc::PR_SET_NAME, HELPER_COMM.as_ptr() as libc::c_ulong);
-    crate::helper_sandbox::enter();
 }
 
-/// Closes every descriptor inherited from smbd except the control socket.
-unsafe fn close_all_but(keep: libc::c_int) {
+/// Closes every descriptor inherited from the parent except the control socket.
+pub(crate) unsafe fn close_all_but(keep: libc::c_int) {
     if keep > 0 {
         close_range(0, keep as libc::c_uint - 1);
     }

@@ -5,6 +5,7 @@
 
 use crate::helper_main::{self, SharedBuf};
 use crate::protocol::{self, Reply, Request};
+use crate::zygote::{Spawned, Zygote};
 use memmap2::MmapMut;
 use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -22,6 +23,9 @@ pub struct HelperProcess {
     pid: Pid,
     sock: OwnedFd,
     buf: MmapMut,
+    /// Set when the zygote forked the helper (the zygote reaps it; the pidfd names it
+    /// safely); unset when smbd forked it itself (smbd reaps it).
+    pidfd: Option<OwnedFd>,
 }
 
 /// What reading a helper's socket gave.
@@ -35,8 +39,30 @@ pub enum ReplyRead {
 }
 
 impl HelperProcess {
-    /// Forks a helper whose shared buffer holds `buf_size` bytes.
-    pub fn spawn(buf_size: usize) -> io::Result<HelperProcess> {
+    /// A helper whose shared buffer holds `buf_size` bytes: forked by the zygote if there is
+    /// one (cheap whatever smbd's size), else by smbd itself.
+    pub fn spawn(buf_size: usize, zygote: Option<&Zygote>) -> io::Result<HelperProcess> {
+        match zygote {
+            Some(z) => Self::from_zygote(z.spawn(buf_size)?),
+            None => Self::fork(buf_size),
+        }
+    }
+
+    fn from_zygote(spawned: Spawned) -> io::Result<HelperProcess> {
+        let file = std::fs::File::from(spawned.memfd);
+        // SAFETY: the memfd is private to this helper and never truncated under the mapping.
+        let buf = unsafe { MmapMut::map_mut(&file) }?;
+        set_nonblocking(&spawned.sock)?;
+        Ok(HelperProcess {
+            pid: spawned.pid,
+            sock: spawned.sock,
+            buf,
+            pidfd: Some(spawned.pidfd),
+        })
+    }
+
+    /// Forks a helper from this process.
+    pub fn fork(buf_size: usize) -> io::Result<HelperProcess> {
         let (parent_sock, child_sock) = socket::socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -58,14 +84,12 @@ impl HelperProcess {
             }
             ForkResult::Parent { child } => {
                 drop(child_sock);
-                nix::fcntl::fcntl(
-                    parent_sock.as_raw_fd(),
-                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-                )?;
+                set_nonblocking(&parent_sock)?;
                 Ok(HelperProcess {
                     pid: child,
                     sock: parent_sock,
                     buf,
+                    pidfd: None,
                 })
             }
         }
@@ -126,9 +150,33 @@ impl HelperProcess {
     }
 }
 
+fn set_nonblocking(sock: &OwnedFd) -> io::Result<()> {
+    nix::fcntl::fcntl(
+        sock.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    Ok(())
+}
+
 impl Drop for HelperProcess {
     /// Ends the helper and reaps it: no helper outlives its pool, none stays a zombie.
     fn drop(&mut self) {
+        if let Some(pidfd) = &self.pidfd {
+            // The zygote's child: signalled through the pidfd (a pid could have been
+            // reused once the zygote reaped it), reaped by the zygote.
+            // SAFETY: pidfd_send_signal on a pidfd we own, without siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            wait_exit(pidfd, REAP_WAIT);
+            return;
+        }
         let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
         if !reap_within(self.pid, REAP_WAIT) {
             // Stuck in an uninterruptible syscall (e.g. I/O on a dead NFS server): smbd must
@@ -150,7 +198,7 @@ static PENDING_REAP: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
 
 /// Waits up to `limit` for `pid` to exit; true once it is reaped (or not our child any more:
 /// smbd's own SIGCHLD handling may reap it first).
-fn reap_within(pid: Pid, limit: Duration) -> bool {
+pub(crate) fn reap_within(pid: Pid, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
@@ -162,6 +210,17 @@ fn reap_within(pid: Pid, limit: Duration) -> bool {
             _ => return true,
         }
     }
+}
+
+/// Waits up to `limit` for the process of `pidfd` to exit (a pidfd polls readable then).
+fn wait_exit(pidfd: &OwnedFd, limit: Duration) {
+    let mut pfd = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: one pollfd on a descriptor we own.
+    unsafe { libc::poll(pfd.as_mut_ptr(), 1, limit.as_millis() as libc::c_int) };
 }
 
 /// Reaps helpers that were still dying when they were ended. Cheap when there are none.
@@ -233,7 +292,7 @@ mod tests {
     fn helper_reads_writes_and_fsyncs_through_the_shared_buffer() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
         let mut file = temp_file(&data);
-        let mut h = HelperProcess::spawn(64 << 10).unwrap();
+        let mut h = HelperProcess::fork(64 << 10).unwrap();
 
         h.send(&request(1, Op::Read, 10, 1000), file.as_raw_fd())
             .unwrap();
@@ -276,7 +335,7 @@ mod tests {
         let file = temp_file(b"head");
         let path = format!("/proc/self/fd/{}", file.as_raw_fd());
         let appender = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-        let mut h = HelperProcess::spawn(4096).unwrap();
+        let mut h = HelperProcess::fork(4096).unwrap();
         h.buffer()[..4].copy_from_slice(b"tail");
         h.send(&request(1, Op::Append, -1, 4), appender.as_raw_fd())
             .unwrap();
@@ -291,7 +350,7 @@ mod tests {
     #[test]
     fn read_past_end_of_file_is_short_and_oversized_requests_are_refused() {
         let file = temp_file(b"0123456789");
-        let h = HelperProcess::spawn(4096).unwrap();
+        let h = HelperProcess::fork(4096).unwrap();
         h.send(&request(1, Op::Read, 5, 100), file.as_raw_fd())
             .unwrap();
         assert!(matches!(
@@ -310,7 +369,7 @@ mod tests {
     fn errors_come_back_as_negative_errno() {
         let file = temp_file(b"x");
         let ro = std::fs::File::open("/proc/self/stat").unwrap();
-        let h = HelperProcess::spawn(4096).unwrap();
+        let h = HelperProcess::fork(4096).unwrap();
         h.send(&request(1, Op::Write, 0, 1), ro.as_raw_fd())
             .unwrap();
         let ReplyRead::Reply(r) = wait_reply(&h) else {
@@ -327,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_killed_helper_reads_as_dead_and_drop_reaps_it() {
-        let h = HelperProcess::spawn(4096).unwrap();
+        let h = HelperProcess::fork(4096).unwrap();
         let pid = h.pid();
         assert_eq!(comm_of(pid).as_deref(), Some("aio_fork_helper"));
         nix::sys::signal::kill(h.pid, nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -340,9 +399,31 @@ mod tests {
     }
 
     #[test]
+    fn a_helper_from_the_zygote_serves_and_is_ended() {
+        let zygote = Zygote::start().unwrap();
+        let data = b"zygote-born".to_vec();
+        let file = temp_file(&data);
+        let mut h = HelperProcess::spawn(4096, Some(&zygote)).unwrap();
+        h.send(&request(1, Op::Read, 0, 11), file.as_raw_fd())
+            .unwrap();
+        assert!(matches!(
+            wait_reply(&h),
+            ReplyRead::Reply(Reply { result: 11, .. })
+        ));
+        assert_eq!(&h.buffer()[..11], &data[..]);
+        let pid = h.pid();
+        drop(h);
+        let gone = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(2));
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+        assert!(gone, "helper {pid} not ended and reaped by the zygote");
+    }
+
+    #[test]
     fn helper_keeps_no_inherited_descriptors() {
         let _decoy = std::fs::File::open("/proc/self/stat").unwrap();
-        let h = HelperProcess::spawn(4096).unwrap();
+        let h = HelperProcess::fork(4096).unwrap();
         // Wait until the child has set itself up (its comm changes before it closes fds,
         // and closing is the next step): poll its fd table until it settles on one entry.
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -6,8 +6,10 @@
 //!   time, the per-interface function tables);
 //! - `vfs_ops`, `request`, `cached_read`: the VFS entry points, the tevent requests behind
 //!   them, and reads served from the page cache without a helper;
-//! - `pool`, `pool_policy`, `helper_process`: the helper pool (parent side);
-//! - `helper_main`, `helper_sandbox`, `protocol`: the helper process (child side), its
+//! - `pool`, `pool_policy`, `helper_process`, `zygote`: the helper pool (parent side), and
+//!   the small process it asks for new helpers;
+//! - `helper_main`, `helper_sandbox`, `zygote_main`, `protocol`: the helper and zygote
+//!   processes (child side), the helper's
 //!   seccomp sandbox, and what crosses the socket;
 //! - `config`, `stats`, `latency`, `logging`: share options, counters and latency
 //!   percentiles, the bridge into Samba's log.
@@ -28,6 +30,8 @@ pub mod samba;
 pub mod stats;
 pub mod vfs_ops;
 pub mod vfs_table;
+pub mod zygote;
+pub mod zygote_main;
 
 use std::ffi::{c_void, CStr, CString};
 

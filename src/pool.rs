@@ -16,6 +16,7 @@ use crate::helper_process::{HelperProcess, ReplyRead, BUFFER_SIZE};
 use crate::pool_policy::{self, Placement};
 use crate::protocol::{Op, Request, FLAG_ERRATIC};
 use crate::stats::Stats;
+use crate::zygote::Zygote;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::c_void;
@@ -99,6 +100,8 @@ struct PoolInner {
     spawn_error_logged: bool,
     share: String,
     last_stats_log: Option<Instant>,
+    /// Forks the helpers (see `zygote_main`); `None` if it could not be started.
+    zygote: Option<Zygote>,
 }
 
 struct Helper {
@@ -153,6 +156,9 @@ impl Pool {
                 spawn_error_logged: false,
                 share,
                 last_stats_log: None,
+                // Started now, while smbd is small: helpers forked later cost the same
+                // however much smbd grows.
+                zygote: start_zygote(),
             }),
         });
         {
@@ -345,7 +351,7 @@ impl PoolInner {
         let spawned = if self.cfg.fail_fork_testing_mode {
             Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
         } else {
-            HelperProcess::spawn(BUFFER_SIZE)
+            self.fork_helper()
         };
         let process = match spawned {
             Ok(p) => p,
@@ -398,6 +404,24 @@ impl PoolInner {
             state: HelperState::Idle(Instant::now()),
         });
         Some(self.helpers.len() - 1)
+    }
+
+    /// A new helper from the zygote; if the zygote fails, it is ended and smbd forks the
+    /// helper itself (and starts a new zygote next time).
+    fn fork_helper(&mut self) -> std::io::Result<HelperProcess> {
+        if self.zygote.is_none() {
+            self.zygote = start_zygote();
+        }
+        if let Some(zygote) = &self.zygote {
+            match HelperProcess::spawn(BUFFER_SIZE, Some(zygote)) {
+                Ok(helper) => return Ok(helper),
+                Err(e) => {
+                    tracing::warn!(pid = zygote.pid(), error = %e, "zygote failed: forking from smbd");
+                    self.zygote = None;
+                }
+            }
+        }
+        HelperProcess::spawn(BUFFER_SIZE, None)
     }
 
     /// Keeps `min helpers` alive (best effort: a failed fork is retried later).
@@ -776,6 +800,14 @@ unsafe extern "C" fn timer_fired(
         let pool = unsafe { hold(private as *const Pool) };
         pool.on_timer();
     })
+}
+
+fn start_zygote() -> Option<Zygote> {
+    Zygote::start()
+        .map_err(
+            |e| tracing::warn!(error = %e, "cannot start the zygote: smbd forks helpers itself"),
+        )
+        .ok()
 }
 
 /// A strong reference to the pool for the length of an event callback: the requests it

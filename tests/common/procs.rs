@@ -43,15 +43,32 @@ impl Proc {
     }
 }
 
-/// All processes visible now (a process that exits mid-scan is skipped).
+/// `comm` of the Rust module's zygote: a child of the connection process that forks the
+/// connection's helpers (so that forking costs the same however big smbd grows).
+pub const ZYGOTE_COMM: &str = "aio_fork_zygote";
+
+/// All processes visible now (a process that exits mid-scan is skipped). A helper forked
+/// by a zygote is reported with the zygote's parent as its `ppid`: it belongs to that
+/// connection process, as a helper smbd forked itself does.
 pub fn snapshot() -> Vec<Proc> {
     let Ok(entries) = fs::read_dir("/proc") else {
         panic!("cannot read /proc");
     };
-    entries
+    let mut all: Vec<Proc> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(read_proc)
-        .collect()
+        .collect();
+    let zygotes: Vec<(u32, u32)> = all
+        .iter()
+        .filter(|p| p.comm == ZYGOTE_COMM)
+        .map(|z| (z.pid, z.ppid))
+        .collect();
+    for p in all.iter_mut().filter(|p| p.comm == HELPER_COMM) {
+        if let Some(&(_, owner)) = zygotes.iter().find(|(zygote, _)| *zygote == p.ppid) {
+            p.ppid = owner;
+        }
+    }
+    all
 }
 
 fn read_proc(pid: u32) -> Option<Proc> {
