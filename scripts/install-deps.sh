@@ -15,6 +15,7 @@ packages=(
 	iproute2 util-linux procps psmisc # ip, unshare, ps, fuser: private namespaces for tests
 	debootstrap      # the Samba 4.22 root file system for the multi-release tests
 	dpkg-dev man-db  # the Debian package (cargo-deb's dpkg-shlibdeps) and its man page test
+	fonts-dejavu-core # labels in the benchmark's PNG chart
 )
 
 missing=()
