@@ -35,14 +35,14 @@ const MIB: u64 = 1 << 20;
 const INLINE_OFF: (&str, &str) = ("aio_fork:inline cached reads", "no");
 const AIO: (&str, &str) = ("vfs objects", "aio_fork");
 const ERRATIC: (&str, &str) = ("vfs_aio_fork:erratic_testing_mode", "yes");
-/// A helper seen as a zombie this long is a failure (exited and not reaped). A helper
-/// that dies while its connection process lives is reaped when smbd's event loop
-/// sees its socket close: under heavy load on 2 cores (load average 50 has been
-/// seen) that has taken 625 ms; and a helper its pool SIGKILLed at disconnect that
-/// takes longer than the pool waits (100 ms) to be scheduled and die stays a zombie
-/// until its connection process exits. A helper never reaped stays until its connection
-/// ends (seconds here), so 1 s tells the two apart. Where nothing else runs (smbd
-/// killed, test 5) the bound is ~100 ms, as issue 4 asks.
+/// A helper seen as a zombie this long is a failure (exited and not reaped). A dead
+/// helper is reaped by its parent: the connection's zygote at once, or, for a helper
+/// smbd forked itself, smbd when its event loop gets to it, which under heavy load on
+/// 2 cores (load average 50 has been seen) has taken 625 ms; and one that dies after
+/// its pool stopped waiting for it (100 ms, at disconnect) waits for its connection
+/// process to exit. A helper never reaped stays until its connection ends (seconds
+/// here), so 1 s tells the two apart. Where nothing else runs (smbd killed, test 5)
+/// the bound is ~100 ms, as issue 4 asks.
 const ZOMBIE_LIMIT: Duration = Duration::from_secs(1);
 const IDLE_ZOMBIE_LIMIT: Duration = Duration::from_millis(100);
 /// How often the /proc watch samples.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::procs::{self, Proc, HELPER_COMM};
+use super::procs::{self, Proc, HELPER_COMM, ZYGOTE_COMM};
 
 /// Sets the seed of every random choice of a fault test (printed by each run).
 pub const ENV_SEED: &str = "AIO_FORK_FAULT_SEED";
@@ -95,7 +95,8 @@ pub fn send_signal(pid: u32, signal: libc::c_int) -> bool {
     unsafe { libc::kill(pid as libc::pid_t, signal) == 0 }
 }
 
-/// Live helpers whose parent is `parent` (any parent with `None`).
+/// Live helpers whose parent is `parent` (any parent with `None`). A helper forked by
+/// its connection's zygote counts as the connection's (see [`procs::snapshot`]).
 pub fn live_helpers(parent: Option<u32>) -> Vec<Proc> {
     procs::snapshot()
         .into_iter()
@@ -209,9 +210,9 @@ impl HelperKiller {
                     continue;
                 }
                 let pick = &victims[rng.range(0, victims.len() as u64 - 1) as usize];
-                // Still the same live helper (not exited and replaced meanwhile)?
-                let same = proc_of(pick.pid)
-                    .is_some_and(|p| p.is_live() && p.comm == HELPER_COMM && p.ppid == pick.ppid);
+                // Still a live helper (not exited meanwhile)? Its parent is not compared:
+                // the snapshot gives a zygote-born helper its connection as parent.
+                let same = proc_of(pick.pid).is_some_and(|p| p.is_live() && p.comm == HELPER_COMM);
                 if same && send_signal(pick.pid, libc::SIGKILL) {
                     report.killed.push(pick.pid);
                     counter.fetch_add(1, Ordering::Relaxed);
@@ -374,8 +375,10 @@ impl WatchState {
         for p in &snap {
             let is_helper = p.comm == HELPER_COMM;
             if !p.is_live() {
-                // smbd's processes are "smbd", "smbd[addr]", "smbd-notifyd", ...
-                if p.ppid == me && p.pid != main_pid && (is_helper || p.comm.starts_with("smbd")) {
+                // smbd's processes are "smbd", "smbd[addr]", "smbd-notifyd", ...; the
+                // module's are the helpers and their zygote.
+                let ours = is_helper || p.comm == ZYGOTE_COMM || p.comm.starts_with("smbd");
+                if p.ppid == me && p.pid != main_pid && ours {
                     reap(p.pid);
                     let when = now - self.started;
                     self.report
