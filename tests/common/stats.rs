@@ -174,7 +174,13 @@ pub fn total_for(all: &[Stats], share: &str) -> Stats {
         total.hung += s.hung;
         total.queue_overflows += s.queue_overflows;
         for (key, value) in &s.other {
-            *total.other.entry(key.clone()).or_default() += value;
+            let slot = total.other.entry(key.clone()).or_default();
+            // Percentiles do not add up: the total keeps the worst one.
+            if key.starts_with("latency_") {
+                *slot = (*slot).max(*value);
+                continue;
+            }
+            *slot += value;
         }
         total.lines += 1;
     }
