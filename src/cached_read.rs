@@ -45,22 +45,11 @@ pub fn try_read(fd: RawFd, buf: &mut [u8], offset: i64) -> CachedRead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use crate::test_util::temp_file;
     use std::os::fd::AsRawFd;
 
     fn cached_file(len: usize) -> std::fs::File {
-        let path =
-            std::env::temp_dir().join(format!("aio_fork_cached_{}_{len}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        f.write_all(&vec![7u8; len]).unwrap(); // just written: in the page cache
-        f
+        temp_file(&vec![7u8; len]) // just written: in the page cache
     }
 
     #[test]

@@ -246,7 +246,8 @@ fn shared_buffer(size: usize) -> io::Result<MmapMut> {
 mod tests {
     use super::*;
     use crate::protocol::{Op, FLAG_ERRATIC};
-    use std::io::{Read, Seek, Write};
+    use crate::test_util::temp_file;
+    use std::io::{Read, Seek};
 
     fn wait_reply(h: &HelperProcess) -> ReplyRead {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -258,24 +259,6 @@ mod tests {
                 other => return other,
             }
         }
-    }
-
-    fn temp_file(content: &[u8]) -> std::fs::File {
-        let path = std::env::temp_dir().join(format!(
-            "aio_fork_test_{}_{}",
-            std::process::id(),
-            content.len()
-        ));
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        f.write_all(content).unwrap();
-        f
     }
 
     fn request(seq: u64, op: Op, offset: i64, len: u64) -> Request {

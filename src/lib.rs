@@ -28,6 +28,8 @@ pub mod protocol;
 pub mod request;
 pub mod samba;
 pub mod stats;
+#[cfg(test)]
+mod test_util;
 pub mod vfs_ops;
 pub mod vfs_table;
 pub mod zygote;

@@ -3,8 +3,9 @@
 
 use super::*;
 use crate::config::Config;
+use crate::test_util::temp_file;
 use std::cell::RefCell;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -108,24 +109,6 @@ unsafe extern "C" fn noop(
 
 fn pool(lp: &Loop, cfg: Config) -> Rc<Pool> {
     Pool::new("test".into(), cfg, lp.ev, record)
-}
-
-fn temp_file(content: &[u8]) -> std::fs::File {
-    let path = std::env::temp_dir().join(format!(
-        "aio_fork_pool_{}_{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    f.write_all(content).unwrap();
-    f
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
