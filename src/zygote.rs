@@ -190,6 +190,39 @@ mod tests {
         assert_eq!(size, 4096);
     }
 
+    /// The point of the zygote: once the process has grown, forking from it costs page
+    /// tables for all its memory; asking the zygote (forked while small) does not.
+    #[test]
+    fn spawning_from_the_zygote_does_not_grow_with_the_parent() {
+        use crate::helper_process::HelperProcess;
+        use std::time::{Duration, Instant};
+        let z = Zygote::start().unwrap();
+        let mut grown = vec![0u8; 1 << 30];
+        for page in grown.chunks_mut(4096) {
+            page[0] = 1; // touched: mapped in the page tables fork() copies
+        }
+        let median = |zygote: Option<&Zygote>| {
+            let mut took: Vec<Duration> = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    drop(HelperProcess::spawn(8 << 20, zygote).unwrap());
+                    t.elapsed()
+                })
+                .collect();
+            took.sort();
+            took[2]
+        };
+        let (via_zygote, direct) = (median(Some(&z)), median(None));
+        eprintln!(
+            "after growing by 1 GiB: spawn via zygote {via_zygote:?}, direct fork {direct:?}"
+        );
+        assert!(
+            via_zygote * 4 < direct,
+            "the zygote should spare the page-table copy: {via_zygote:?} vs {direct:?}"
+        );
+        drop(grown);
+    }
+
     #[test]
     fn ending_the_zygote_ends_its_helpers() {
         let z = Zygote::start().unwrap();
