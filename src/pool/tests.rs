@@ -154,6 +154,14 @@ fn gone_soon(pid: i32) -> bool {
     })
 }
 
+/// Stops (SIGSTOP) the pool's first helper, so that a request sent to it stays in flight
+/// until the test resumes or kills it; returns its pid.
+fn stop_first_helper(pool: &Pool) -> i32 {
+    let pid = pool.helper_pids()[0];
+    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    pid
+}
+
 fn config() -> Config {
     Config {
         max_helpers: 4,
@@ -233,8 +241,7 @@ fn a_killed_helper_costs_nothing_the_request_is_retried() {
             ..config()
         },
     );
-    let victim = pool.helper_pids()[0];
-    signal(victim, nix::sys::signal::Signal::SIGSTOP);
+    let victim = stop_first_helper(&pool);
 
     let mut back = vec![0u8; data.len()];
     submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
@@ -267,8 +274,7 @@ fn a_hung_helper_is_replaced_after_the_request_timeout() {
         ..config()
     };
     let pool = pool(&lp, cfg);
-    let hung = pool.helper_pids()[0];
-    signal(hung, nix::sys::signal::Signal::SIGSTOP);
+    let hung = stop_first_helper(&pool);
 
     let started = Instant::now();
     let mut back = vec![0u8; data.len()];
@@ -304,8 +310,7 @@ fn past_max_queue_requests_go_to_the_next_module() {
         ..config()
     };
     let pool = pool(&lp, cfg);
-    let only = pool.helper_pids()[0];
-    signal(only, nix::sys::signal::Signal::SIGSTOP);
+    let only = stop_first_helper(&pool);
 
     let mut bufs = vec![vec![0u8; 100]; 3];
     for (i, buf) in bufs.iter_mut().enumerate() {
@@ -361,8 +366,7 @@ fn idle_helpers_above_min_are_culled_and_the_pool_still_serves() {
     };
     let pool = pool(&lp, cfg);
     // Stop the first helper so that the next requests need more helpers.
-    let first = pool.helper_pids()[0];
-    signal(first, nix::sys::signal::Signal::SIGSTOP);
+    let first = stop_first_helper(&pool);
     let mut bufs = vec![vec![0u8; 4096]; 3];
     for (i, buf) in bufs.iter_mut().enumerate() {
         submit(&pool, i + 1, Op::Read, file.as_raw_fd(), 0, buf);
@@ -398,8 +402,7 @@ fn a_freed_request_is_never_completed_and_its_helper_comes_back() {
             ..config()
         },
     );
-    let only = pool.helper_pids()[0];
-    signal(only, nix::sys::signal::Signal::SIGSTOP);
+    let only = stop_first_helper(&pool);
     let mut buf = vec![0u8; 4096];
     let job = submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut buf);
     pool.forget(job, 1 as *mut ffi::tevent_req);
@@ -447,8 +450,7 @@ fn an_append_whose_helper_died_is_reported_not_repeated() {
             ..config()
         },
     );
-    let victim = pool.helper_pids()[0];
-    signal(victim, nix::sys::signal::Signal::SIGSTOP);
+    let victim = stop_first_helper(&pool);
 
     let mut data = b"more".to_vec();
     submit(&pool, 1, Op::Append, appender.as_raw_fd(), -1, &mut data);
