@@ -141,6 +141,15 @@ mod tests {
         }
     }
 
+    /// The child's exit code for a call that must be refused: 0 if it failed with EPERM.
+    fn refused_with_eperm(result: i64) -> i32 {
+        if result < 0 && errno() == libc::EPERM {
+            0
+        } else {
+            1
+        }
+    }
+
     fn errno() -> i32 {
         // SAFETY: reads this thread's errno.
         unsafe { *libc::__errno_location() }
@@ -171,11 +180,7 @@ mod tests {
             |_| {
                 // SAFETY: a constant C string.
                 let fd = unsafe { libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY) };
-                if fd < 0 && errno() == libc::EPERM {
-                    0
-                } else {
-                    1
-                }
+                refused_with_eperm(fd as i64)
             },
             -1,
         );
@@ -190,11 +195,7 @@ mod tests {
                 let envp = [std::ptr::null()];
                 // SAFETY: NULL-terminated argument vectors of constant strings.
                 let r = unsafe { libc::execve(argv[0], argv.as_ptr(), envp.as_ptr()) };
-                if r < 0 && errno() == libc::EPERM {
-                    0
-                } else {
-                    1
-                }
+                refused_with_eperm(r as i64)
             },
             -1,
         );
@@ -207,11 +208,7 @@ mod tests {
             |_| {
                 // SAFETY: signal 0 only checks permission.
                 let r = unsafe { libc::kill(1, 0) };
-                if r < 0 && errno() == libc::EPERM {
-                    0
-                } else {
-                    1
-                }
+                refused_with_eperm(r as i64)
             },
             -1,
         );

@@ -43,6 +43,15 @@ fn record(action: Action) {
     OUTCOMES.with(|o| o.borrow_mut().push(outcome));
 }
 
+/// A request completed successfully with `result` bytes.
+fn served(req: usize, result: isize) -> Outcome {
+    Outcome::Finish {
+        req,
+        result,
+        error: 0,
+    }
+}
+
 fn outcome_of(req: usize) -> Option<Outcome> {
     OUTCOMES.with(|o| {
         o.borrow()
@@ -181,22 +190,14 @@ fn reads_and_writes_larger_than_the_buffer_go_in_pieces() {
     let mut back = vec![0u8; data.len() + 100]; // asks past EOF: a short read
     submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
     lp.run_until("the read", LONG, || outcome_of(1).is_some());
-    let expected = Outcome::Finish {
-        req: 1,
-        result: data.len() as isize,
-        error: 0,
-    };
+    let expected = served(1, data.len() as isize);
     assert_eq!(outcome_of(1), Some(expected));
     assert!(back[..data.len()] == data[..], "read data differs");
 
     let mut new = pattern(BUFFER_SIZE + 3, 7);
     submit(&pool, 2, Op::Write, file.as_raw_fd(), 5, &mut new);
     lp.run_until("the write", LONG, || outcome_of(2).is_some());
-    let expected = Outcome::Finish {
-        req: 2,
-        result: new.len() as isize,
-        error: 0,
-    };
+    let expected = served(2, new.len() as isize);
     assert_eq!(outcome_of(2), Some(expected));
     let mut on_disk = Vec::new();
     file.rewind().unwrap();
@@ -248,14 +249,7 @@ fn a_killed_helper_costs_nothing_the_request_is_retried() {
     signal(victim, nix::sys::signal::Signal::SIGKILL);
     lp.run_until("the retried read", LONG, || outcome_of(1).is_some());
 
-    assert_eq!(
-        outcome_of(1),
-        Some(Outcome::Finish {
-            req: 1,
-            result: data.len() as isize,
-            error: 0
-        })
-    );
+    assert_eq!(outcome_of(1), Some(served(1, data.len() as isize)));
     assert!(back == data);
     let stats = pool.stats();
     assert_eq!((stats.retries, stats.helper_deaths), (1, 1));
@@ -282,14 +276,7 @@ fn a_hung_helper_is_replaced_after_the_request_timeout() {
     lp.run_until("the read", LONG, || outcome_of(1).is_some());
     let took = started.elapsed();
 
-    assert_eq!(
-        outcome_of(1),
-        Some(Outcome::Finish {
-            req: 1,
-            result: 4096,
-            error: 0
-        })
-    );
+    assert_eq!(outcome_of(1), Some(served(1, 4096)));
     assert!(back == data);
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(5),
@@ -322,14 +309,7 @@ fn past_max_queue_requests_go_to_the_next_module() {
 
     signal(only, nix::sys::signal::Signal::SIGCONT);
     lp.run_until("the queued reads", LONG, || outcome_of(2).is_some());
-    assert_eq!(
-        outcome_of(1),
-        Some(Outcome::Finish {
-            req: 1,
-            result: 100,
-            error: 0
-        })
-    );
+    assert_eq!(outcome_of(1), Some(served(1, 100)));
     let stats = pool.stats();
     assert_eq!(
         (stats.queue_overflows, stats.fallbacks, stats.queue_max),
@@ -476,14 +456,7 @@ fn an_append_whose_helper_died_is_reported_not_repeated() {
     let mut again = b"+1".to_vec();
     submit(&pool, 2, Op::Append, appender.as_raw_fd(), -1, &mut again);
     lp.run_until("an append", LONG, || outcome_of(2).is_some());
-    assert_eq!(
-        outcome_of(2),
-        Some(Outcome::Finish {
-            req: 2,
-            result: 2,
-            error: 0
-        })
-    );
+    assert_eq!(outcome_of(2), Some(served(2, 2)));
     let mut content = Vec::new();
     let mut f = std::fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
     f.read_to_end(&mut content).unwrap();
