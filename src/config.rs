@@ -20,6 +20,8 @@ pub const MAX_QUEUE: &str = "max queue";
 /// Testing only: every fork of a helper fails, as under RLIMIT_NPROC.
 pub const FAIL_FORK: &str = "fail fork testing mode";
 pub const INLINE_CACHED_READS: &str = "inline cached reads";
+pub const MAX_PROCESSES: &str = "max processes";
+pub const HELPER_PROGRAM: &str = "helper program";
 
 /// A whole-number option: its name, default and accepted range.
 struct Count {
@@ -61,6 +63,13 @@ const MAX_QUEUE_COUNT: Count = Count {
     max: 1 << 20,
 };
 
+const MAX_PROCESSES_COUNT: Count = Count {
+    option: MAX_PROCESSES,
+    default: 64,
+    min: 2,
+    max: 1 << 16,
+};
+
 pub const DEFAULT_MAX_HELPERS: u32 = MAX_HELPERS_COUNT.default;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +88,11 @@ pub struct Config {
     /// Reads whose data is all in the page cache are served at once in smbd
     /// (`preadv2(RWF_NOWAIT)`, which never blocks); only the others go to a helper.
     pub inline_cached_reads: bool,
+    /// The most zygotes and helpers one smbd process (one client connection) may have,
+    /// over all its share connections; past it, requests go to the next module.
+    pub max_processes: u32,
+    /// The helper program, if set (else the one next to the module file).
+    pub helper_program: Option<String>,
 }
 
 impl Default for Config {
@@ -92,6 +106,8 @@ impl Default for Config {
             erratic_testing_mode: false,
             fail_fork_testing_mode: false,
             inline_cached_reads: true,
+            max_processes: MAX_PROCESSES_COUNT.default,
+            helper_program: None,
         }
     }
 }
@@ -127,6 +143,7 @@ impl Config {
             idle_timeout: Duration::from_secs(count(&IDLE_TIMEOUT_SECS).into()),
             request_timeout: Duration::from_secs(count(&REQUEST_TIMEOUT_SECS).into()),
             max_queue: count(&MAX_QUEUE_COUNT),
+            max_processes: count(&MAX_PROCESSES_COUNT),
             ..Config::default()
         };
         if cfg.min_helpers > cfg.max_helpers {
@@ -143,6 +160,21 @@ impl Config {
         cfg.erratic_testing_mode = flag(ERRATIC_PREFIX, ERRATIC_OPTION, false);
         cfg.fail_fork_testing_mode = flag(PREFIX, FAIL_FORK, false);
         cfg.inline_cached_reads = flag(PREFIX, INLINE_CACHED_READS, true);
+        cfg.helper_program = match lookup(PREFIX, HELPER_PROGRAM) {
+            Some(path) if path.trim().starts_with('/') && !path.contains('\0') => {
+                Some(path.trim().to_string())
+            }
+            Some(path) => {
+                rejected.push(Rejected {
+                    option: option_name(HELPER_PROGRAM),
+                    given: path,
+                    used: "the program next to the module".into(),
+                    why: "not an absolute path",
+                });
+                None
+            }
+            None => None,
+        };
         (cfg, rejected)
     }
 }
@@ -231,7 +263,22 @@ mod tests {
         assert!(!cfg.erratic_testing_mode);
         assert!(!cfg.fail_fork_testing_mode);
         assert!(cfg.inline_cached_reads);
+        assert_eq!(cfg.max_processes, 64);
+        assert_eq!(cfg.helper_program, None);
         assert!(rejected.is_empty());
+    }
+
+    #[test]
+    fn the_helper_program_must_be_an_absolute_path() {
+        let (cfg, rejected) = parse(&[("aio_fork:helper program", "/opt/x/aio_fork_helper")]);
+        assert_eq!(
+            cfg.helper_program.as_deref(),
+            Some("/opt/x/aio_fork_helper")
+        );
+        assert!(rejected.is_empty());
+        let (cfg, rejected) = parse(&[("aio_fork:helper program", "aio_fork_helper")]);
+        assert_eq!(cfg.helper_program, None);
+        assert_eq!(rejected[0].why, "not an absolute path");
     }
 
     #[test]

@@ -6,22 +6,21 @@
 //!   time, the per-interface function tables);
 //! - `vfs_ops`, `request`, `cached_read`: the VFS entry points, the tevent requests behind
 //!   them, and reads served from the page cache without a helper;
-//! - `pool`, `pool_policy`, `helper_process`, `zygote`: the helper pool (parent side), and
-//!   the small process it asks for new helpers;
-//! - `helper_main`, `helper_sandbox`, `zygote_main`, `protocol`: the helper and zygote
-//!   processes (child side), the helper's
-//!   seccomp sandbox, and what crosses the socket;
+//! - `pool`, `pool_policy`: the helper pool of a share connection;
+//! - `parent/`: what runs in smbd to start, talk to, end and reap the module's processes;
+//! - `child/`: what runs in those processes (the helper program `src/bin/aio_fork_helper.rs`:
+//!   its zygote, the helpers, their credentials and sandbox), under the rules stated there;
+//! - `protocol`: what crosses the sockets between the two sides;
 //! - `config`, `stats`, `latency`, `logging`: share options, counters and latency
 //!   percentiles, the bridge into Samba's log.
 
 pub mod cached_read;
+pub mod child;
 pub mod config;
 pub mod ffi;
-pub mod helper_main;
-pub mod helper_process;
-pub mod helper_sandbox;
 pub mod latency;
 pub mod logging;
+pub mod parent;
 pub mod pool;
 pub mod pool_policy;
 pub mod protocol;
@@ -32,8 +31,6 @@ pub mod stats;
 mod test_util;
 pub mod vfs_ops;
 pub mod vfs_table;
-pub mod zygote;
-pub mod zygote_main;
 
 use std::ffi::{c_void, CStr, CString};
 
@@ -83,18 +80,43 @@ unsafe fn register() -> ffi::NTSTATUS {
     status
 }
 
-/// The VFS name to register: the file's own base name (`aio_fork.so` → "aio_fork"), so the
-/// module can also be installed beside Samba's C module, e.g. as `aio_fork_rs.so`.
-fn module_name() -> String {
+/// The helper program's file name, looked for next to the module file.
+pub const HELPER_PROGRAM_NAME: &str = "aio_fork_helper";
+
+/// The helper program: `configured` (`aio_fork:helper program`), else the one in the
+/// module file's directory (`<MODULESDIR>/vfs/aio_fork_helper` when installed).
+pub fn helper_program(configured: Option<&str>) -> CString {
+    let path = match configured {
+        Some(p) => p.to_string(),
+        None => {
+            let module = module_path().unwrap_or_default();
+            let dir = module.rsplit_once('/').map_or(".", |(d, _)| d).to_string();
+            format!("{dir}/{HELPER_PROGRAM_NAME}")
+        }
+    };
+    CString::new(path).unwrap_or_else(|_| CString::from(c"/nonexistent"))
+}
+
+/// The path smbd loaded this module from.
+fn module_path() -> Option<String> {
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr only reads the loader's tables for an address inside this library.
     let found = unsafe { libc::dladdr(samba_init_module as *const c_void, &mut info) } != 0;
     if !found || info.dli_fname.is_null() {
-        return "aio_fork".into();
+        return None;
     }
     // SAFETY: dladdr returned a NUL-terminated path owned by the loader.
-    let path = unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy();
-    name_from_path(&path)
+    Some(
+        unsafe { CStr::from_ptr(info.dli_fname) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// The VFS name to register: the file's own base name (`aio_fork.so` → "aio_fork"), so the
+/// module can also be installed beside Samba's C module, e.g. as `aio_fork_rs.so`.
+fn module_name() -> String {
+    module_path().map_or_else(|| "aio_fork".into(), |p| name_from_path(&p))
 }
 
 fn name_from_path(path: &str) -> String {

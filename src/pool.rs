@@ -1,8 +1,13 @@
 //! The helper pool of one share connection (parent side).
 //!
-//! Requests ("jobs") wait in a FIFO queue until a helper is free; the pool forks helpers up
+//! Requests ("jobs") wait in a FIFO queue until a helper is free; the pool starts helpers up
 //! to `max helpers`, ends idle ones after `idle timeout` (keeping `min helpers`), and
-//! retries a request whose helper died on another helper. Replies arrive on each helper's
+//! retries a request whose helper died on another helper.
+//!
+//! Helpers run as the user of the requests they serve: each set of credentials the share's
+//! requests arrive with has its own crew, a zygote started (as that user) with the first
+//! such request, and the helpers it forks. A job only ever runs on a helper of its crew.
+//! Nothing runs before the first request that needs a helper. Replies arrive on each helper's
 //! socket, watched by a tevent fd event on smbd's event loop, so smbd never blocks.
 //!
 //! Re-entrancy: finishing a request runs smbd's callback, which may send new requests or
@@ -12,14 +17,17 @@
 
 use crate::config::Config;
 use crate::ffi;
-use crate::helper_process::{HelperProcess, ReplyRead, BUFFER_SIZE};
+use crate::parent::credentials::Credentials;
+use crate::parent::helper::{HelperProcess, ReplyRead, BUFFER_SIZE};
+use crate::parent::processes::{Slot, PROCESSES};
+use crate::parent::reap;
+use crate::parent::zygote::Zygote;
 use crate::pool_policy::{self, Placement};
-use crate::protocol::{Op, Request, FLAG_ERRATIC};
+use crate::protocol::{self, Op, Request, FLAG_ERRATIC};
 use crate::stats::Stats;
-use crate::zygote::Zygote;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::ffi::c_void;
+use std::ffi::{c_void, CString};
 use std::os::fd::RawFd;
 use std::ptr;
 use std::rc::Rc;
@@ -45,6 +53,8 @@ pub struct Job {
     pub done: usize,
     pub deaths: u32,
     pub duration_ns: u64,
+    /// Index of the job's crew (set by `submit`).
+    pub crew: usize,
     /// When smbd sent the request: the stats report latency from here.
     pub arrived: Instant,
 }
@@ -100,13 +110,30 @@ struct PoolInner {
     spawn_error_logged: bool,
     share: String,
     last_stats_log: Option<Instant>,
-    /// Forks the helpers (see `zygote_main`); `None` if it could not be started.
-    zygote: Option<Zygote>,
+    /// The helper program (see `child`).
+    program: CString,
+    crews: Vec<Crew>,
 }
+
+/// The helpers of one set of credentials, and the zygote that forks them.
+struct Crew {
+    creds: Credentials,
+    /// Set while the crew may grow; helpers keep their zygote alive themselves.
+    zygote: Option<Rc<Zygote>>,
+    /// When the helper program last failed to start: not tried again for a while.
+    failed: Option<Instant>,
+}
+
+/// After the helper program failed to start, the crew's requests go to the next module
+/// for this long before it is tried again.
+const RETRY_START_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Helper {
     id: u64,
+    crew: usize,
     process: HelperProcess,
+    /// Its place under `max processes`.
+    _slot: Slot,
     fde: *mut ffi::tevent_fd,
     /// Private data of `fde`: which pool and helper a wake-up is for.
     _token: Box<Token>,
@@ -129,10 +156,11 @@ struct Token {
 }
 
 impl Pool {
-    /// A pool for one share; forks `min helpers` right away (smbd is small at connect time).
+    /// A pool for one share; it starts no process before the first request.
     pub fn new(
         share: String,
         cfg: Config,
+        program: CString,
         ev: *mut ffi::tevent_context,
         run_action: ActionRunner,
     ) -> Rc<Pool> {
@@ -156,16 +184,11 @@ impl Pool {
                 spawn_error_logged: false,
                 share,
                 last_stats_log: None,
-                // Started now, while smbd is small: helpers forked later cost the same
-                // however much smbd grows.
-                zygote: start_zygote(),
+                program,
+                crews: Vec::new(),
             }),
         });
-        {
-            let mut inner = pool.inner.borrow_mut();
-            inner.this = Rc::as_ptr(&pool);
-            inner.ensure_min();
-        }
+        pool.inner.borrow_mut().this = Rc::as_ptr(&pool);
         pool
     }
 
@@ -216,12 +239,17 @@ impl Pool {
         inner.next_id
     }
 
-    /// Queues a job and starts what can start.
-    pub fn submit(&self, id: JobId, job: Job) {
+    /// Queues a job and starts what can start. `creds` are the calling thread's: a zygote
+    /// for them, if the job needs one, is started now, as that user.
+    pub fn submit(&self, id: JobId, mut job: Job, creds: Credentials) {
         {
             let mut inner = self.inner.borrow_mut();
+            let crew = inner.crew_for(creds);
+            job.crew = crew;
             inner.jobs.insert(id, job);
             inner.queue.push_back(id);
+            inner.ensure_zygote(crew);
+            inner.ensure_min(crew);
             inner.pump();
             if inner.queue.len() > inner.cfg.max_queue as usize {
                 // Backpressure: past `max queue`, the newest request goes to the next module.
@@ -271,13 +299,13 @@ impl Pool {
     }
 
     fn on_readable(&self, helper: u64) {
-        crate::helper_process::reap_pending();
+        reap::pending();
         self.inner.borrow_mut().handle_reply(helper);
         self.run_completions();
     }
 
     fn on_timer(&self) {
-        crate::helper_process::reap_pending();
+        reap::pending();
         {
             let mut inner = self.inner.borrow_mut();
             // tevent frees a timer after it fired.
@@ -286,7 +314,9 @@ impl Pool {
             let now = Instant::now();
             inner.end_hung(now);
             inner.cull(now);
-            inner.ensure_min();
+            for crew in 0..inner.crews.len() {
+                inner.ensure_min(crew);
+            }
             inner.pump();
             inner.arm_timer();
         }
@@ -307,29 +337,121 @@ impl Drop for Pool {
 }
 
 impl PoolInner {
-    /// Starts queued jobs on idle or new helpers, in order, while that is possible.
-    fn pump(&mut self) {
-        while let Some(&id) = self.queue.front() {
-            let Some(idx) = self.free_helper() else {
-                break;
-            };
-            self.queue.pop_front();
-            self.start_on(idx, id);
+    /// The crew of `creds`, made if new.
+    fn crew_for(&mut self, creds: Credentials) -> usize {
+        if let Some(i) = self.crews.iter().position(|c| c.creds == creds) {
+            return i;
         }
-        if self.queue.is_empty() || !self.helpers.is_empty() {
+        self.crews.push(Crew {
+            creds,
+            zygote: None,
+            failed: None,
+        });
+        self.crews.len() - 1
+    }
+
+    /// Starts the zygote of `crew` if it has none. Only from `submit`: the calling thread
+    /// then holds the crew's credentials, which the zygote takes.
+    fn ensure_zygote(&mut self, crew: usize) {
+        let c = &self.crews[crew];
+        if c.zygote.is_some() || c.failed.is_some_and(|t| t.elapsed() < RETRY_START_AFTER) {
             return;
         }
-        // No helper at all and none can be forked: the next module serves what waits.
-        while let Some(id) = self.queue.pop_front() {
+        let Some(slot) = self.take_slot() else {
+            return;
+        };
+        let started = if self.cfg.fail_fork_testing_mode {
+            Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+        } else {
+            Zygote::start(&self.program, &self.crews[crew].creds, slot)
+        };
+        match started {
+            Ok(z) => {
+                tracing::debug!(
+                    pid = z.pid(),
+                    uid = self.crews[crew].creds.uid,
+                    "zygote started"
+                );
+                self.stats.zygotes += 1;
+                self.crews[crew].zygote = Some(Rc::new(z));
+                self.crews[crew].failed = None;
+            }
+            Err(e) => {
+                self.crews[crew].failed = Some(Instant::now());
+                self.log_spawn_error(&e);
+            }
+        }
+    }
+
+    /// A place under `max processes`, or `None` (counted).
+    fn take_slot(&mut self) -> Option<Slot> {
+        let slot = PROCESSES.take(self.cfg.max_processes as usize);
+        if slot.is_none() {
+            self.stats.process_limited += 1;
+        }
+        slot
+    }
+
+    fn log_spawn_error(&mut self, e: &std::io::Error) {
+        if !self.spawn_error_logged {
+            tracing::warn!(
+                error = %e,
+                program = %self.program.to_string_lossy(),
+                helpers = self.helpers.len(),
+                "cannot start a helper: requests wait for a busy helper, or go to the next module"
+            );
+            self.spawn_error_logged = true;
+        }
+    }
+
+    /// Starts queued jobs on idle or new helpers of their crews, in order, while that is
+    /// possible. A job whose crew has no helper and can get none goes to the next module.
+    fn pump(&mut self) {
+        let mut blocked: Vec<usize> = Vec::new();
+        let mut i = 0;
+        while i < self.queue.len() {
+            let id = self.queue[i];
+            let Some(crew) = self.jobs.get(&id).map(|j| j.crew) else {
+                self.queue.remove(i);
+                continue;
+            };
+            if blocked.contains(&crew) {
+                i += 1;
+                continue;
+            }
+            match self.free_helper(crew) {
+                Some(idx) => {
+                    self.queue.remove(i);
+                    self.start_on(idx, id);
+                }
+                None => {
+                    blocked.push(crew);
+                    i += 1;
+                }
+            }
+        }
+        let orphaned: Vec<JobId> = self
+            .queue
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.jobs
+                    .get(id)
+                    .is_some_and(|j| !self.helpers.iter().any(|h| h.crew == j.crew))
+            })
+            .collect();
+        for id in orphaned {
+            self.queue.retain(|&q| q != id);
             self.fall_back(id);
         }
     }
 
-    /// The idle helpers: their indexes, and since when each is idle.
-    fn idle_helpers(&self) -> (Vec<usize>, Vec<Instant>) {
+    /// The idle helpers of `crew` (all crews: `None`): indexes, and since when each is idle.
+    fn idle_helpers(&self, crew: Option<usize>) -> (Vec<usize>, Vec<Instant>) {
         self.helpers
             .iter()
             .enumerate()
+            .filter(|(_, h)| crew.map_or(true, |c| h.crew == c))
             .filter_map(|(i, h)| match h.state {
                 HelperState::Idle(since) => Some((i, since)),
                 HelperState::Busy { .. } => None,
@@ -337,33 +459,37 @@ impl PoolInner {
             .unzip()
     }
 
-    /// An idle helper, or a new one if the pool may grow; `None`: the job must wait.
-    fn free_helper(&mut self) -> Option<usize> {
-        let (idle, since) = self.idle_helpers();
+    fn crew_size(&self, crew: usize) -> usize {
+        self.helpers.iter().filter(|h| h.crew == crew).count()
+    }
+
+    /// An idle helper of `crew`, or a new one if the pool may grow (making room by ending
+    /// another crew's idle helper if need be); `None`: the job must wait.
+    fn free_helper(&mut self, crew: usize) -> Option<usize> {
+        let (idle, since) = self.idle_helpers(Some(crew));
         match pool_policy::place(&since, self.helpers.len(), self.cfg.max_helpers as usize) {
             Placement::Idle(i) => Some(idle[i]),
-            Placement::Spawn => self.spawn(),
-            Placement::Wait => None,
+            Placement::Spawn => self.spawn(crew),
+            Placement::Wait => {
+                let (others, since) = self.idle_helpers(None);
+                let oldest = (0..others.len()).min_by_key(|&i| since[i])?;
+                self.remove_helper(others[oldest]);
+                self.spawn(crew)
+            }
         }
     }
 
-    fn spawn(&mut self) -> Option<usize> {
-        let spawned = if self.cfg.fail_fork_testing_mode {
-            Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
-        } else {
-            self.fork_helper()
-        };
-        let process = match spawned {
+    fn spawn(&mut self, crew: usize) -> Option<usize> {
+        let zygote = self.crews[crew].zygote.clone()?;
+        let slot = self.take_slot()?;
+        let started = Instant::now();
+        let process = match HelperProcess::spawn(&zygote, BUFFER_SIZE) {
             Ok(p) => p,
             Err(e) => {
-                if !self.spawn_error_logged {
-                    tracing::warn!(
-                        error = %e,
-                        helpers = self.helpers.len(),
-                        "cannot fork a helper: requests wait for a busy helper, or go to the next module"
-                    );
-                    self.spawn_error_logged = true;
-                }
+                // A zygote that cannot fork is not asked again; the next request of the
+                // crew starts a new one.
+                self.crews[crew].zygote = None;
+                self.log_spawn_error(&e);
                 return None;
             }
         };
@@ -390,15 +516,20 @@ impl PoolInner {
             tracing::error!("tevent_add_fd failed: no helper");
             return None;
         }
+        let took_us = started.elapsed().as_micros() as u64;
         tracing::debug!(
             pid = process.pid(),
             helpers = self.helpers.len() + 1,
+            took_us,
             "helper spawned"
         );
         self.stats.spawned += 1;
+        self.stats.spawn_us_max = self.stats.spawn_us_max.max(took_us);
         self.helpers.push(Helper {
             id,
+            crew,
             process,
+            _slot: slot,
             fde,
             _token: token,
             state: HelperState::Idle(Instant::now()),
@@ -406,38 +537,24 @@ impl PoolInner {
         Some(self.helpers.len() - 1)
     }
 
-    /// A new helper from the zygote; if the zygote fails, it is ended and smbd forks the
-    /// helper itself (and starts a new zygote next time).
-    fn fork_helper(&mut self) -> std::io::Result<HelperProcess> {
-        if self.zygote.is_none() {
-            self.zygote = start_zygote();
-        }
-        if let Some(zygote) = &self.zygote {
-            match HelperProcess::spawn(BUFFER_SIZE, Some(zygote)) {
-                Ok(helper) => return Ok(helper),
-                Err(e) => {
-                    tracing::warn!(pid = zygote.pid(), error = %e, "zygote failed: forking from smbd");
-                    self.zygote = None;
-                }
-            }
-        }
-        HelperProcess::spawn(BUFFER_SIZE, None)
-    }
-
-    /// Keeps `min helpers` alive (best effort: a failed fork is retried later).
-    fn ensure_min(&mut self) {
-        while self.helpers.len() < self.cfg.min_helpers as usize {
-            if self.spawn().is_none() {
+    /// Keeps `min helpers` alive in a crew that has a zygote (best effort: a failed spawn
+    /// is retried later).
+    fn ensure_min(&mut self, crew: usize) {
+        while self.crews[crew].zygote.is_some()
+            && self.crew_size(crew) < self.cfg.min_helpers as usize
+        {
+            if self.spawn(crew).is_none() {
                 break;
             }
         }
         self.arm_timer();
     }
 
-    /// Sends the next piece of job `id` to helper `idx`.
-    fn start_on(&mut self, idx: usize, id: JobId) {
+    /// Sends the next piece of job `id` to helper `idx`; false if the helper could not be
+    /// reached (it is buried, the job queued again: the caller must pump).
+    fn start_on(&mut self, idx: usize, id: JobId) -> bool {
         let Some(job) = self.jobs.get(&id) else {
-            return;
+            return true;
         };
         let chunk = match job.op {
             Op::Fsync => 0,
@@ -477,7 +594,9 @@ impl PoolInner {
         if let Err(e) = sent {
             tracing::warn!(pid = helper.process.pid(), error = %e, "helper unreachable");
             self.bury(idx, false);
+            return false;
         }
+        true
     }
 
     /// Handles a wake-up on helper `helper_id`'s socket: a reply, or its death.
@@ -509,19 +628,22 @@ impl PoolInner {
                 return;
             }
         };
-        if reply.result > chunk as i64 {
+        if !protocol::reply_is_valid(reply.result, chunk) {
             tracing::error!(
                 pid = self.helpers[idx].process.pid(),
                 result = reply.result,
                 chunk,
-                "helper claimed more bytes than asked"
+                "helper answered neither a byte count within the request nor an errno"
             );
             self.bury(idx, true);
             self.pump();
             return;
         }
         if self.advance(idx, job_id, chunk, reply.result, reply.duration_ns) {
-            self.start_on(idx, job_id);
+            if !self.start_on(idx, job_id) {
+                self.pump();
+                self.arm_timer();
+            }
         } else {
             self.helpers[idx].state = HelperState::Idle(Instant::now());
             self.pump();
@@ -676,23 +798,33 @@ impl PoolInner {
         // helper.process drops here: SIGKILL + waitpid.
     }
 
-    /// Ends helpers idle for longer than the idle timeout, down to `min helpers`.
+    /// Ends helpers idle for longer than the idle timeout, down to `min helpers` per crew;
+    /// a crew left without helpers (and `min helpers` 0) lets its zygote go too.
     fn cull(&mut self, now: Instant) {
-        let (idle, since) = self.idle_helpers();
-        let picked = pool_policy::to_cull(
-            &since,
-            self.helpers.len(),
-            self.cfg.min_helpers as usize,
-            self.cfg.idle_timeout,
-            now,
-        );
-        let mut ids: Vec<u64> = picked.iter().map(|&i| self.helpers[idle[i]].id).collect();
-        ids.sort_unstable();
-        for id in ids {
-            if let Some(idx) = self.helpers.iter().position(|h| h.id == id) {
-                tracing::debug!(pid = self.helpers[idx].process.pid(), "idle helper culled");
-                self.remove_helper(idx);
-                self.stats.culled += 1;
+        for crew in 0..self.crews.len() {
+            let (idle, since) = self.idle_helpers(Some(crew));
+            let picked = pool_policy::to_cull(
+                &since,
+                self.crew_size(crew),
+                self.cfg.min_helpers as usize,
+                self.cfg.idle_timeout,
+                now,
+            );
+            let mut ids: Vec<u64> = picked.iter().map(|&i| self.helpers[idle[i]].id).collect();
+            ids.sort_unstable();
+            for id in ids {
+                if let Some(idx) = self.helpers.iter().position(|h| h.id == id) {
+                    tracing::debug!(pid = self.helpers[idx].process.pid(), "idle helper culled");
+                    self.remove_helper(idx);
+                    self.stats.culled += 1;
+                }
+            }
+            let waiting = self
+                .queue
+                .iter()
+                .any(|id| self.jobs.get(id).is_some_and(|j| j.crew == crew));
+            if self.cfg.min_helpers == 0 && self.crew_size(crew) == 0 && !waiting {
+                self.crews[crew].zygote = None;
             }
         }
     }
@@ -717,13 +849,17 @@ impl PoolInner {
     /// When the timer must next fire: the earliest of the oldest idle helper's expiry (if
     /// the pool is above `min helpers`) and the oldest busy helper's request timeout.
     fn next_due(&self) -> Option<Instant> {
-        let (_, idle) = self.idle_helpers();
-        let cull = pool_policy::next_cull(
-            &idle,
-            self.helpers.len(),
-            self.cfg.min_helpers as usize,
-            self.cfg.idle_timeout,
-        );
+        let cull = (0..self.crews.len())
+            .filter_map(|crew| {
+                let (_, idle) = self.idle_helpers(Some(crew));
+                pool_policy::next_cull(
+                    &idle,
+                    self.crew_size(crew),
+                    self.cfg.min_helpers as usize,
+                    self.cfg.idle_timeout,
+                )
+            })
+            .min();
         let hang = self
             .helpers
             .iter()
@@ -800,14 +936,6 @@ unsafe extern "C" fn timer_fired(
         let pool = unsafe { hold(private as *const Pool) };
         pool.on_timer();
     })
-}
-
-fn start_zygote() -> Option<Zygote> {
-    Zygote::start()
-        .map_err(
-            |e| tracing::warn!(error = %e, "cannot start the zygote: smbd forks helpers itself"),
-        )
-        .ok()
 }
 
 /// A strong reference to the pool for the length of an event callback: the requests it

@@ -64,6 +64,48 @@ pub struct Reply {
     pub duration_ns: u64,
 }
 
+/// Bumped whenever a message changes: the module and the helper program of one build must
+/// speak the same (smbd passes it on the command line, the zygote says it again).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The zygote's first message, once it holds its final credentials and filter.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ZygoteHello {
+    pub version: u32,
+    pub pid: i32,
+    /// The uid and gid it holds in all of real, effective and saved ids.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What smbd asks of the zygote.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZygoteOp {
+    /// Fork a helper with a `buf_size`-byte shared buffer.
+    Spawn = 1,
+    /// SIGKILL helper `pid` (only if it is a live child of the zygote).
+    End = 2,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ZygoteRequest {
+    pub op: u32,
+    pub pid: i32,
+    pub buf_size: u64,
+}
+
+/// The answer to `Spawn`; on success it carries three fds: socket, memfd, pidfd.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ZygoteReply {
+    pub pid: i32,
+    /// 0, or the errno of what failed.
+    pub error: i32,
+}
+
 /// Marker for the plain-old-data message types above.
 ///
 /// # Safety
@@ -73,11 +115,23 @@ pub unsafe trait Wire: Copy + Default {}
 unsafe impl Wire for Request {}
 // SAFETY: as above.
 unsafe impl Wire for Reply {}
+// SAFETY: repr(C), four 32-bit integers.
+unsafe impl Wire for ZygoteHello {}
+// SAFETY: repr(C), two 32-bit integers then one 64-bit: no padding.
+unsafe impl Wire for ZygoteRequest {}
+// SAFETY: repr(C), two 32-bit integers.
+unsafe impl Wire for ZygoteReply {}
 
 /// The bytes of a message, as sent on the socket.
 pub fn as_bytes<T: Wire>(msg: &T) -> &[u8] {
     // SAFETY: Wire types are repr(C) plain integers without padding.
     unsafe { std::slice::from_raw_parts(msg as *const T as *const u8, std::mem::size_of::<T>()) }
+}
+
+/// A reply's result must be a byte count within the piece asked for, or `-errno` with an
+/// errno the kernel could give (1..=4095): anything else is a helper that misbehaves.
+pub fn reply_is_valid(result: i64, asked: usize) -> bool {
+    (-4095..=asked as i64).contains(&result)
 }
 
 /// Decodes a message; `None` unless `bytes` is exactly one message long.
@@ -101,6 +155,9 @@ mod tests {
     fn messages_have_no_padding() {
         assert_eq!(std::mem::size_of::<Request>(), 32);
         assert_eq!(std::mem::size_of::<Reply>(), 24);
+        assert_eq!(std::mem::size_of::<ZygoteHello>(), 16);
+        assert_eq!(std::mem::size_of::<ZygoteRequest>(), 16);
+        assert_eq!(std::mem::size_of::<ZygoteReply>(), 8);
     }
 
     #[test]
@@ -133,6 +190,15 @@ mod tests {
         let bytes = as_bytes(&rep);
         assert_eq!(from_bytes::<Reply>(&bytes[..bytes.len() - 1]), None);
         assert_eq!(from_bytes::<Request>(bytes), None);
+    }
+
+    #[test]
+    fn replies_outside_a_byte_count_or_an_errno_are_violations() {
+        assert!(reply_is_valid(0, 0) && reply_is_valid(4096, 4096));
+        assert!(reply_is_valid(-(libc::EIO as i64), 10) && reply_is_valid(-4095, 10));
+        assert!(!reply_is_valid(4097, 4096));
+        assert!(!reply_is_valid(-4096, 10));
+        assert!(!reply_is_valid(i64::MIN, 10));
     }
 
     #[test]

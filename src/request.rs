@@ -3,6 +3,7 @@
 
 use crate::cached_read::{self, CachedRead};
 use crate::ffi;
+use crate::parent::credentials::Credentials;
 use crate::pool::{Action, Job, JobId, Pool};
 use crate::protocol::Op;
 use crate::samba::api;
@@ -146,12 +147,22 @@ unsafe fn start(req: *mut ffi::tevent_req) {
         deaths: 0,
         duration_ns: 0,
         arrived: std::time::Instant::now(),
+        crew: 0,
+    };
+    let creds = match Credentials::of_this_thread() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the request's credentials: next module");
+            pool.note_fallback();
+            fall_back(req, done);
+            return;
+        }
     };
     // The state knows its job before submitting: submit may already hand the request on
     // to the next module (no helper can be forked), which clears `job` again.
     let id = pool.new_job_id();
     state_of(req).job = Some(id);
-    pool.submit(id, job);
+    pool.submit(id, job, creds);
 }
 
 /// Completes a request with `result` (bytes, or -1 with `error`).

@@ -15,6 +15,12 @@ pub struct Stats {
     pub inline_preads: u64,
     /// Helpers forked.
     pub spawned: u64,
+    /// Zygotes started (one per user of the share, each time one is needed).
+    pub zygotes: u64,
+    /// Longest time a helper took to be ready (zygote start included), in microseconds.
+    pub spawn_us_max: u64,
+    /// Processes not started because of `max processes`.
+    pub process_limited: u64,
     /// Idle helpers ended by the idle timeout.
     pub culled: u64,
     /// Requests sent again after their helper died.
@@ -46,7 +52,8 @@ impl fmt::Display for Stats {
             f,
             "preads={} pread_bytes={} pwrites={} pwrite_bytes={} fsyncs={} spawned={} \
              culled={} retries={} fallbacks={} queue_max={} helper_deaths={} hung={} \
-             queue_overflows={} inline_preads={} latency_us_p50={} latency_us_p90={} latency_us_p99={}",
+             queue_overflows={} inline_preads={} zygotes={} spawn_us_max={} process_limited={} \
+             latency_us_p50={} latency_us_p90={} latency_us_p99={}",
             self.preads,
             self.pread_bytes,
             self.pwrites,
@@ -61,6 +68,9 @@ impl fmt::Display for Stats {
             self.hung,
             self.queue_overflows,
             self.inline_preads,
+            self.zygotes,
+            self.spawn_us_max,
+            self.process_limited,
             self.latency.percentile_us(50.0),
             self.latency.percentile_us(90.0),
             self.latency.percentile_us(99.0)
@@ -89,13 +99,16 @@ mod tests {
             hung: 12,
             queue_overflows: 13,
             inline_preads: 14,
+            zygotes: 15,
+            spawn_us_max: 16,
+            process_limited: 17,
             latency: Histogram::default(),
         };
         assert_eq!(
             s.to_string(),
             "preads=1 pread_bytes=2 pwrites=3 pwrite_bytes=4 fsyncs=5 spawned=6 culled=7 \
              retries=8 fallbacks=9 queue_max=10 helper_deaths=11 hung=12 queue_overflows=13 inline_preads=14 \
-             latency_us_p50=0 latency_us_p90=0 latency_us_p99=0"
+             zygotes=15 spawn_us_max=16 process_limited=17 latency_us_p50=0 latency_us_p90=0 latency_us_p99=0"
         );
     }
 

@@ -22,3 +22,58 @@ pub fn temp_file(content: &[u8]) -> std::fs::File {
     f.write_all(content).unwrap();
     f
 }
+
+/// The helper program next to the test binary (`target/<profile>/aio_fork_helper`; cargo
+/// builds it for the integration tests, and scripts/test.sh builds it first).
+pub fn helper_program() -> std::ffi::CString {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("aio_fork_helper");
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo build` first",
+        path.display()
+    );
+    std::ffi::CString::new(path.into_os_string().into_encoded_bytes()).unwrap()
+}
+
+/// Slots for the unit tests' processes (the module's own bound is not under test here).
+static TEST_PROCESSES: crate::parent::processes::Counter = crate::parent::processes::Counter::new();
+
+/// A zygote holding this thread's credentials.
+pub fn zygote() -> std::rc::Rc<crate::parent::zygote::Zygote> {
+    let creds = crate::parent::credentials::Credentials::of_this_thread().unwrap();
+    let slot = TEST_PROCESSES.take(usize::MAX).unwrap();
+    std::rc::Rc::new(crate::parent::zygote::Zygote::start(&helper_program(), &creds, slot).unwrap())
+}
+
+/// `(ppid, comm)` of `pid` from /proc.
+pub fn parent_of(pid: i32) -> (i32, String) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let comm = stat
+        .split_once('(')
+        .and_then(|(_, r)| r.rsplit_once(')'))
+        .map(|(c, _)| c.to_string())
+        .unwrap_or_default();
+    let ppid = stat
+        .rsplit(") ")
+        .next()
+        .and_then(|r| r.split(' ').nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(-1);
+    (ppid, comm)
+}
+
+/// Whether `pid` is dead within a second: reaped, or a zombie (whose reaping is its
+/// parent's business: an orphaned helper's is init's).
+pub fn gone_soon(pid: i32) -> bool {
+    (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.is_empty() || stat.contains(") Z ")
+    })
+}

@@ -79,7 +79,8 @@ pub unsafe extern "C" fn connect(
                 "aio_fork connected"
             );
             let ev = (api.global_event_context)();
-            let pool = Pool::new(share, cfg, ev, request::run_action);
+            let program = crate::helper_program(cfg.helper_program.as_deref());
+            let pool = Pool::new(share, cfg, program, ev, request::run_action);
             (*handle).data = Box::into_raw(Box::new(pool)) as *mut c_void;
             (*handle).free_data = Some(free_pool);
             0

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::Config;
+use crate::parent::credentials::Credentials;
 use crate::test_util::temp_file;
 use std::cell::RefCell;
 use std::io::{Read, Seek};
@@ -117,7 +118,13 @@ unsafe extern "C" fn noop(
 }
 
 fn pool(lp: &Loop, cfg: Config) -> Rc<Pool> {
-    Pool::new("test".into(), cfg, lp.ev, record)
+    Pool::new(
+        "test".into(),
+        cfg,
+        crate::test_util::helper_program(),
+        lp.ev,
+        record,
+    )
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -142,7 +149,9 @@ fn submit(pool: &Pool, tag: usize, op: Op, fd: RawFd, offset: i64, buf: &mut [u8
             deaths: 0,
             duration_ns: 0,
             arrived: Instant::now(),
+            crew: 0,
         },
+        Credentials::of_this_thread().unwrap(),
     );
     id
 }
@@ -151,21 +160,25 @@ fn signal(pid: i32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
 }
 
-/// Whether `pid` is gone (exited and reaped) within a second: the zygote reaps its
-/// helpers as their SIGCHLD arrives.
-fn gone_soon(pid: i32) -> bool {
-    (0..500).any(|_| {
-        let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if !gone {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        gone
-    })
+use crate::test_util::gone_soon;
+
+/// Has the pool serve one small read, so that its crew (this test's credentials) exists:
+/// the pool starts no process before its first request. `min helpers` are there after it.
+fn warm_up(lp: &Loop, pool: &Pool) {
+    const TAG: usize = 9999;
+    let file = temp_file(b"w");
+    let mut buf = vec![0u8; 1];
+    submit(pool, TAG, Op::Read, file.as_raw_fd(), 0, &mut buf);
+    lp.run_until("the warm-up read", LONG, || outcome_of(TAG).is_some());
+    assert_eq!(outcome_of(TAG), Some(served(TAG, 1)));
 }
 
-/// Stops (SIGSTOP) the pool's first helper, so that a request sent to it stays in flight
-/// until the test resumes or kills it; returns its pid.
-fn stop_first_helper(pool: &Pool) -> i32 {
+/// Stops (SIGSTOP) the pool's first helper (warming the pool up if it has none), so that
+/// a request sent to it stays in flight until the test resumes or kills it; returns its pid.
+fn stop_first_helper(lp: &Loop, pool: &Pool) -> i32 {
+    if pool.helper_pids().is_empty() {
+        warm_up(lp, pool);
+    }
     let pid = pool.helper_pids()[0];
     signal(pid, nix::sys::signal::Signal::SIGSTOP);
     pid
@@ -242,7 +255,7 @@ fn a_killed_helper_costs_nothing_the_request_is_retried() {
             ..config()
         },
     );
-    let victim = stop_first_helper(&pool);
+    let victim = stop_first_helper(&lp, &pool);
 
     let mut back = vec![0u8; data.len()];
     submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
@@ -268,7 +281,7 @@ fn a_hung_helper_is_replaced_after_the_request_timeout() {
         ..config()
     };
     let pool = pool(&lp, cfg);
-    let hung = stop_first_helper(&pool);
+    let hung = stop_first_helper(&lp, &pool);
 
     let started = Instant::now();
     let mut back = vec![0u8; data.len()];
@@ -297,7 +310,7 @@ fn past_max_queue_requests_go_to_the_next_module() {
         ..config()
     };
     let pool = pool(&lp, cfg);
-    let only = stop_first_helper(&pool);
+    let only = stop_first_helper(&lp, &pool);
 
     let mut bufs = vec![vec![0u8; 100]; 3];
     for (i, buf) in bufs.iter_mut().enumerate() {
@@ -346,7 +359,7 @@ fn idle_helpers_above_min_are_culled_and_the_pool_still_serves() {
     };
     let pool = pool(&lp, cfg);
     // Stop the first helper so that the next requests need more helpers.
-    let first = stop_first_helper(&pool);
+    let first = stop_first_helper(&lp, &pool);
     let mut bufs = vec![vec![0u8; 4096]; 3];
     for (i, buf) in bufs.iter_mut().enumerate() {
         submit(&pool, i + 1, Op::Read, file.as_raw_fd(), 0, buf);
@@ -382,7 +395,7 @@ fn a_freed_request_is_never_completed_and_its_helper_comes_back() {
             ..config()
         },
     );
-    let only = stop_first_helper(&pool);
+    let only = stop_first_helper(&lp, &pool);
     let mut buf = vec![0u8; 4096];
     let job = submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut buf);
     pool.forget(job, 1 as *mut ffi::tevent_req);
@@ -406,6 +419,8 @@ fn dropping_the_pool_ends_and_reaps_every_helper() {
             ..config()
         },
     );
+    assert!(pool.helper_pids().is_empty(), "no process before the first request");
+    warm_up(&lp, &pool);
     let pids = pool.helper_pids();
     assert_eq!(pids.len(), 3);
     drop(pool);
@@ -430,7 +445,7 @@ fn an_append_whose_helper_died_is_reported_not_repeated() {
             ..config()
         },
     );
-    let victim = stop_first_helper(&pool);
+    let victim = stop_first_helper(&lp, &pool);
 
     let mut data = b"more".to_vec();
     submit(&pool, 1, Op::Append, appender.as_raw_fd(), -1, &mut data);

@@ -1,31 +1,26 @@
-//! One helper process, seen from smbd: spawn it, hand it a request, read its reply, end it.
-//!
-//! Spawning prepares everything the child needs (socket, shared buffer) before `fork()`,
-//! because the child may not allocate (see `helper_main`).
+//! One helper process, seen from smbd: hand it a request, read its reply, end it.
 
-use crate::helper_main::{self, SharedBuf};
+use super::reap;
+use super::zygote::{Spawned, Zygote};
 use crate::protocol::{self, Reply, Request};
-use crate::zygote::{Spawned, Zygote};
 use memmap2::MmapMut;
-use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::sys::socket::{self, ControlMessage, MsgFlags};
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::rc::Rc;
 
 /// Size of each helper's shared buffer: the largest SMB2 read or write (8 MiB). Larger
 /// requests are served in pieces of this size. Pages are only allocated when touched.
 pub const BUFFER_SIZE: usize = 8 << 20;
 
 pub struct HelperProcess {
-    pid: Pid,
+    pid: i32,
     sock: OwnedFd,
     buf: MmapMut,
-    /// Set when the zygote forked the helper (the zygote reaps it; the pidfd names it
-    /// safely); unset when smbd forked it itself (smbd reaps it).
-    pidfd: Option<OwnedFd>,
+    /// Names the helper for good (its pid may be reused once the zygote reaped it).
+    pidfd: OwnedFd,
+    /// The helper's parent: it reaps the helper, and ends it when smbd may not.
+    zygote: Rc<Zygote>,
 }
 
 /// What reading a helper's socket gave.
@@ -39,64 +34,30 @@ pub enum ReplyRead {
 }
 
 impl HelperProcess {
-    /// A helper whose shared buffer holds `buf_size` bytes: forked by the zygote if there is
-    /// one (cheap whatever smbd's size), else by smbd itself.
-    pub fn spawn(buf_size: usize, zygote: Option<&Zygote>) -> io::Result<HelperProcess> {
-        match zygote {
-            Some(z) => Self::from_zygote(z.spawn(buf_size)?),
-            None => Self::fork(buf_size),
-        }
+    /// A new helper of `zygote` whose shared buffer holds `buf_size` bytes.
+    pub fn spawn(zygote: &Rc<Zygote>, buf_size: usize) -> io::Result<HelperProcess> {
+        let spawned = zygote.spawn(buf_size)?;
+        Self::from_spawned(spawned, buf_size, zygote.clone())
     }
 
-    fn from_zygote(spawned: Spawned) -> io::Result<HelperProcess> {
-        let file = std::fs::File::from(spawned.memfd);
-        // SAFETY: the memfd is private to this helper and never truncated under the mapping.
-        let buf = unsafe { MmapMut::map_mut(&file) }?;
-        set_nonblocking(&spawned.sock)?;
+    fn from_spawned(s: Spawned, buf_size: usize, zygote: Rc<Zygote>) -> io::Result<HelperProcess> {
+        let file = std::fs::File::from(s.memfd);
+        check_buffer(&file, buf_size)?;
+        // SAFETY: the memfd is sealed against shrinking (checked above), so the mapping
+        // can never lose its pages under us.
+        let buf = unsafe { memmap2::MmapOptions::new().len(buf_size).map_mut(&file) }?;
+        set_nonblocking(&s.sock)?;
         Ok(HelperProcess {
-            pid: spawned.pid,
-            sock: spawned.sock,
+            pid: s.pid,
+            sock: s.sock,
             buf,
-            pidfd: Some(spawned.pidfd),
+            pidfd: s.pidfd,
+            zygote,
         })
     }
 
-    /// Forks a helper from this process.
-    pub fn fork(buf_size: usize) -> io::Result<HelperProcess> {
-        let (parent_sock, child_sock) = socket::socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        let buf = shared_buffer(buf_size)?;
-        let shared = SharedBuf {
-            ptr: buf.as_ptr() as *mut u8,
-            len: buf.len(),
-        };
-        let parent = nix::unistd::getpid();
-        // SAFETY: the child runs only helper_main::run, which makes async-signal-safe
-        // calls on memory prepared above; it never returns into Rust code of the parent.
-        match unsafe { nix::unistd::fork() }? {
-            ForkResult::Child => {
-                // SAFETY: freshly forked child; child_sock and the mapping are ours.
-                unsafe { helper_main::run(child_sock.as_raw_fd(), shared, parent.as_raw()) }
-            }
-            ForkResult::Parent { child } => {
-                drop(child_sock);
-                set_nonblocking(&parent_sock)?;
-                Ok(HelperProcess {
-                    pid: child,
-                    sock: parent_sock,
-                    buf,
-                    pidfd: None,
-                })
-            }
-        }
-    }
-
     pub fn pid(&self) -> i32 {
-        self.pid.as_raw()
+        self.pid
     }
 
     /// The descriptor to watch for replies (and for the helper's death: EOF).
@@ -150,6 +111,25 @@ impl HelperProcess {
     }
 }
 
+/// The buffer must be as large as asked and sealed against shrinking: smbd copies up to
+/// `size` bytes through the mapping, and a shorter file would fault (SIGBUS) in smbd.
+fn check_buffer(file: &std::fs::File, size: usize) -> io::Result<()> {
+    let len = file.metadata()?.len();
+    // SAFETY: F_GET_SEALS on a descriptor we own.
+    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    let sealed = seals >= 0 && seals & libc::F_SEAL_SHRINK != 0;
+    if len != size as u64 || !sealed {
+        tracing::error!(
+            len,
+            size,
+            seals,
+            "helper buffer refused: wrong size or not sealed"
+        );
+        return Err(io::Error::from_raw_os_error(libc::EPROTO));
+    }
+    Ok(())
+}
+
 fn set_nonblocking(sock: &OwnedFd) -> io::Result<()> {
     nix::fcntl::fcntl(
         sock.as_raw_fd(),
@@ -159,87 +139,13 @@ fn set_nonblocking(sock: &OwnedFd) -> io::Result<()> {
 }
 
 impl Drop for HelperProcess {
-    /// Ends the helper and reaps it: no helper outlives its pool, none stays a zombie.
+    /// Ends the helper without waiting; the zygote reaps it. smbd may be acting as another
+    /// user than the helper's right now, and then may not signal it: the zygote does.
     fn drop(&mut self) {
-        if let Some(pidfd) = &self.pidfd {
-            // The zygote's child: signalled through the pidfd (a pid could have been
-            // reused once the zygote reaped it), reaped by the zygote.
-            // SAFETY: pidfd_send_signal on a pidfd we own, without siginfo.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            wait_exit(pidfd, REAP_WAIT);
-            return;
-        }
-        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
-        if !reap_within(self.pid, REAP_WAIT) {
-            // Stuck in an uninterruptible syscall (e.g. I/O on a dead NFS server): smbd must
-            // not block on it. It is reaped later, by `reap_pending`.
-            PENDING_REAP
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(self.pid);
+        if !reap::kill(&self.pidfd) {
+            self.zygote.end_helper(self.pid);
         }
     }
-}
-
-/// How long ending a helper may wait for it to die (SIGKILL takes effect at once unless the
-/// helper is inside an uninterruptible syscall).
-const REAP_WAIT: Duration = Duration::from_millis(100);
-
-/// Helpers killed but not dead yet, to reap later.
-static PENDING_REAP: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
-
-/// Waits up to `limit` for `pid` to exit; true once it is reaped (or not our child any more:
-/// smbd's own SIGCHLD handling may reap it first).
-pub(crate) fn reap_within(pid: Pid, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_micros(200))
-            }
-            Ok(WaitStatus::StillAlive) => return false,
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => return true,
-        }
-    }
-}
-
-/// Waits up to `limit` for the process of `pidfd` to exit (a pidfd polls readable then).
-fn wait_exit(pidfd: &OwnedFd, limit: Duration) {
-    let mut pfd = [libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    // SAFETY: one pollfd on a descriptor we own.
-    unsafe { libc::poll(pfd.as_mut_ptr(), 1, limit.as_millis() as libc::c_int) };
-}
-
-/// Reaps helpers that were still dying when they were ended. Cheap when there are none.
-pub fn reap_pending() {
-    let mut pending = PENDING_REAP.lock().unwrap_or_else(|e| e.into_inner());
-    pending.retain(|&pid| !reap_within(pid, Duration::ZERO));
-}
-
-/// A MAP_SHARED mapping of a memfd: the parent and the forked helper see the same pages.
-fn shared_buffer(size: usize) -> io::Result<MmapMut> {
-    let fd = nix::sys::memfd::memfd_create(
-        c"aio_fork_buffer",
-        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
-    )?;
-    let file = std::fs::File::from(fd);
-    file.set_len(size as u64)?;
-    // SAFETY: the memfd is private to this module; nobody truncates it under the mapping.
-    // The file is closed when this function returns; the mapping stays.
-    unsafe { MmapMut::map_mut(&file) }
 }
 
 #[cfg(test)]
@@ -248,6 +154,12 @@ mod tests {
     use crate::protocol::{Op, FLAG_ERRATIC};
     use crate::test_util::temp_file;
     use std::io::{Read, Seek};
+    use std::time::{Duration, Instant};
+
+    /// A helper of a zygote of this test process's credentials.
+    fn spawn(buf_size: usize) -> HelperProcess {
+        HelperProcess::spawn(&crate::test_util::zygote(), buf_size).unwrap()
+    }
 
     fn wait_reply(h: &HelperProcess) -> ReplyRead {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -275,7 +187,7 @@ mod tests {
     fn helper_reads_writes_and_fsyncs_through_the_shared_buffer() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
         let mut file = temp_file(&data);
-        let mut h = HelperProcess::fork(64 << 10).unwrap();
+        let mut h = spawn(64 << 10);
 
         h.send(&request(1, Op::Read, 10, 1000), file.as_raw_fd())
             .unwrap();
@@ -318,7 +230,7 @@ mod tests {
         let file = temp_file(b"head");
         let path = format!("/proc/self/fd/{}", file.as_raw_fd());
         let appender = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-        let mut h = HelperProcess::fork(4096).unwrap();
+        let mut h = spawn(4096);
         h.buffer()[..4].copy_from_slice(b"tail");
         h.send(&request(1, Op::Append, -1, 4), appender.as_raw_fd())
             .unwrap();
@@ -333,7 +245,7 @@ mod tests {
     #[test]
     fn read_past_end_of_file_is_short_and_oversized_requests_are_refused() {
         let file = temp_file(b"0123456789");
-        let h = HelperProcess::fork(4096).unwrap();
+        let h = spawn(4096);
         h.send(&request(1, Op::Read, 5, 100), file.as_raw_fd())
             .unwrap();
         assert!(matches!(
@@ -352,7 +264,7 @@ mod tests {
     fn errors_come_back_as_negative_errno() {
         let file = temp_file(b"x");
         let ro = std::fs::File::open("/proc/self/stat").unwrap();
-        let h = HelperProcess::fork(4096).unwrap();
+        let h = spawn(4096);
         h.send(&request(1, Op::Write, 0, 1), ro.as_raw_fd())
             .unwrap();
         let ReplyRead::Reply(r) = wait_reply(&h) else {
@@ -368,45 +280,58 @@ mod tests {
     }
 
     #[test]
-    fn a_killed_helper_reads_as_dead_and_drop_reaps_it() {
-        let h = HelperProcess::fork(4096).unwrap();
+    fn a_killed_helper_reads_as_dead_and_drop_has_it_reaped() {
+        let h = spawn(4096);
         let pid = h.pid();
         assert_eq!(comm_of(pid).as_deref(), Some("aio_fork_helper"));
-        nix::sys::signal::kill(h.pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let (zygote, _) = crate::test_util::parent_of(pid);
+        assert_ne!(
+            zygote,
+            std::process::id() as i32,
+            "helpers are the zygote's children"
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         assert_eq!(wait_reply(&h), ReplyRead::Dead);
         drop(h);
         assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            crate::test_util::gone_soon(pid),
             "helper {pid} was not reaped"
         );
     }
 
     #[test]
-    fn a_helper_from_the_zygote_serves_and_is_ended() {
-        let zygote = Zygote::start().unwrap();
-        let data = b"zygote-born".to_vec();
-        let file = temp_file(&data);
-        let mut h = HelperProcess::spawn(4096, Some(&zygote)).unwrap();
-        h.send(&request(1, Op::Read, 0, 11), file.as_raw_fd())
-            .unwrap();
-        assert!(matches!(
-            wait_reply(&h),
-            ReplyRead::Reply(Reply { result: 11, .. })
-        ));
-        assert_eq!(&h.buffer()[..11], &data[..]);
-        let pid = h.pid();
-        drop(h);
-        let gone = (0..500).any(|_| {
-            std::thread::sleep(Duration::from_millis(2));
-            !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        });
-        assert!(gone, "helper {pid} not ended and reaped by the zygote");
+    fn a_short_or_unsealed_buffer_is_refused() {
+        let short = memfd(4096, true);
+        assert!(check_buffer(&short, 8192).is_err());
+        let unsealed = memfd(8192, false);
+        assert!(check_buffer(&unsealed, 8192).is_err());
+        let good = memfd(8192, true);
+        assert!(check_buffer(&good, 8192).is_ok());
+    }
+
+    fn memfd(len: u64, seal: bool) -> std::fs::File {
+        let fd = nix::sys::memfd::memfd_create(
+            c"t",
+            nix::sys::memfd::MemFdCreateFlag::MFD_ALLOW_SEALING,
+        )
+        .unwrap();
+        let file = std::fs::File::from(fd);
+        file.set_len(len).unwrap();
+        if seal {
+            // SAFETY: F_ADD_SEALS on a memfd we own.
+            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+        }
+        file
     }
 
     #[test]
     fn helper_keeps_no_inherited_descriptors() {
         let _decoy = std::fs::File::open("/proc/self/stat").unwrap();
-        let h = HelperProcess::fork(4096).unwrap();
+        let h = spawn(4096);
         // Wait until the child has set itself up (its comm changes before it closes fds,
         // and closing is the next step): poll its fd table until it settles on one entry.
         let deadline = Instant::now() + Duration::from_secs(5);

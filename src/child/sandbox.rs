@@ -1,8 +1,10 @@
-//! The helper's sandbox: `no_new_privs` and a seccomp allow-list of the few syscalls its
-//! loop makes. Anything else (open, exec, socket, kill, ...) fails with EPERM, so a helper
-//! that were made to misbehave could still only read and write the descriptors smbd hands
-//! it. The filter is a constant: installing it allocates nothing (we are after fork()).
+//! The sandbox of the module's processes: `no_new_privs` and a seccomp allow-list. A
+//! helper may make the few syscalls of its loop; anything else (open, exec, socket, kill,
+//! ...) fails with EPERM, so a helper that were made to misbehave could still only read and
+//! write the descriptors smbd hands it. The zygote's list adds what making helpers takes.
+//! Filters are constants: installing one allocates nothing.
 
+use super::sys::cvt;
 use libc::sock_filter;
 
 #[cfg(target_arch = "x86_64")]
@@ -31,11 +33,10 @@ const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter { code, jt, jf, k }
 }
 
-/// What the helper loop calls (see helper_main): socket I/O, file I/O on passed fds (write:
-/// appends),
-/// close, the erratic-mode sleep, the clock, and exiting.
+/// What the helper loop calls (see `helper`): socket I/O, file I/O on passed fds (write:
+/// appends), close, the erratic-mode sleep, the clock, and exiting.
 #[cfg(target_arch = "x86_64")]
-const ALLOWED: [libc::c_long; 17] = [
+const HELPER_CALLS: [libc::c_long; 17] = [
     libc::SYS_recvmsg,
     libc::SYS_write,
     libc::SYS_sendto,
@@ -55,7 +56,7 @@ const ALLOWED: [libc::c_long; 17] = [
     libc::SYS_restart_syscall,
 ];
 #[cfg(target_arch = "aarch64")]
-const ALLOWED: [libc::c_long; 16] = [
+const HELPER_CALLS: [libc::c_long; 16] = [
     libc::SYS_recvmsg,
     libc::SYS_write,
     libc::SYS_sendto,
@@ -74,47 +75,89 @@ const ALLOWED: [libc::c_long; 16] = [
     libc::SYS_restart_syscall,
 ];
 
-const FILTER_LEN: usize = 4 + 2 * ALLOWED.len() + 1;
+/// What the zygote calls to make a helper (socketpair, sealed memfd, mapping, fork,
+/// pidfd), to reap and end its children, and what a new helper calls before its own
+/// filter is in place (prctl, close_range, signal set-up). A filter is inherited by every
+/// child and filters only add up, so the helpers' calls must be allowed here too.
+const ZYGOTE_CALLS: [libc::c_long; 23] = [
+    libc::SYS_recvfrom,
+    libc::SYS_socketpair,
+    libc::SYS_memfd_create,
+    libc::SYS_ftruncate,
+    libc::SYS_fcntl,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_clone,
+    libc::SYS_pidfd_open,
+    libc::SYS_wait4,
+    libc::SYS_waitid,
+    libc::SYS_read,
+    libc::SYS_ppoll,
+    libc::SYS_kill,
+    libc::SYS_prctl,
+    libc::SYS_seccomp,
+    libc::SYS_close_range,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_getpid,
+    libc::SYS_getppid,
+    libc::SYS_getrlimit,
+    libc::SYS_prlimit64,
+];
 
-/// check arch (kill on a foreign one), load the syscall number, one jeq+ret per allowed
-/// syscall, and EPERM for everything else.
-const FILTER: [sock_filter; FILTER_LEN] = build_filter();
+/// A seccomp program: check the architecture (kill on a foreign one), load the syscall
+/// number, one jeq+ret per allowed syscall, EPERM for everything else.
+pub struct Filter<const N: usize>([sock_filter; N]);
 
-const fn build_filter() -> [sock_filter; FILTER_LEN] {
-    let mut f = [stmt(0, 0); FILTER_LEN];
+const fn filter_len(calls: usize) -> usize {
+    4 + 2 * calls + 1
+}
+
+const fn build_filter<const N: usize>(a: &[libc::c_long], b: &[libc::c_long]) -> Filter<N> {
+    let mut f = [stmt(0, 0); N];
     f[0] = stmt(LD_W_ABS, ARCH_OFFSET);
     f[1] = jump(JEQ_K, AUDIT_ARCH, 1, 0);
     f[2] = stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS);
     f[3] = stmt(LD_W_ABS, NR_OFFSET);
     let mut i = 0;
-    while i < ALLOWED.len() {
-        f[4 + 2 * i] = jump(JEQ_K, ALLOWED[i] as u32, 0, 1);
+    while i < a.len() + b.len() {
+        let nr = if i < a.len() { a[i] } else { b[i - a.len()] };
+        f[4 + 2 * i] = jump(JEQ_K, nr as u32, 0, 1);
         f[5 + 2 * i] = stmt(RET_K, libc::SECCOMP_RET_ALLOW);
         i += 1;
     }
-    f[FILTER_LEN - 1] = stmt(
+    f[N - 1] = stmt(
         RET_K,
         libc::SECCOMP_RET_ERRNO | (libc::EPERM as u32 & libc::SECCOMP_RET_DATA),
     );
-    f
+    Filter(f)
 }
 
-/// Confines the calling process. Returns false if the kernel refused (then the helper runs
-/// unconfined, as the C module's helpers always do).
-///
-/// # Safety
-/// Async-signal-safe (two prctl calls on constant data); irreversible for this process.
-pub unsafe fn enter() -> bool {
+pub const HELPER_LEN: usize = filter_len(HELPER_CALLS.len());
+const ZYGOTE_LEN: usize = filter_len(HELPER_CALLS.len() + ZYGOTE_CALLS.len());
+
+/// The helpers' filter: their I/O loop and nothing else.
+pub const HELPER: Filter<HELPER_LEN> = build_filter(&HELPER_CALLS, &[]);
+/// The zygote's filter: the helpers' calls and what making and reaping them takes.
+pub const ZYGOTE: Filter<ZYGOTE_LEN> = build_filter(&HELPER_CALLS, &ZYGOTE_CALLS);
+
+/// Sets no_new_privs and installs `filter`; `Err(errno)` if the kernel refused (the
+/// caller must then exit: it never serves unconfined).
+pub fn enter<const N: usize>(filter: &Filter<N>) -> Result<(), libc::c_int> {
     let prog = libc::sock_fprog {
-        len: FILTER_LEN as u16,
-        filter: FILTER.as_ptr() as *mut sock_filter,
+        len: N as u16,
+        filter: filter.0.as_ptr() as *mut sock_filter,
     };
-    libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-        && libc::prctl(
+    // SAFETY: two prctl calls on constant data; irreversible for this process, as meant.
+    unsafe {
+        cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as i64)?;
+        cvt(libc::prctl(
             libc::PR_SET_SECCOMP,
             libc::SECCOMP_MODE_FILTER,
             &prog as *const libc::sock_fprog,
-        ) == 0
+        ) as i64)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -129,7 +172,7 @@ mod tests {
         // SAFETY: the child only makes raw syscalls and exits with _exit.
         match unsafe { fork() }.unwrap() {
             ForkResult::Child => unsafe {
-                if !enter() {
+                if enter(&HELPER).is_err() {
                     libc::_exit(100);
                 }
                 libc::_exit(f(fd));

@@ -1,35 +1,32 @@
-//! The helper process: what runs in the child after `fork()`.
-//!
-//! smbd may have other threads (pthreadpool) when it forks, so the child may only make
-//! async-signal-safe calls: no allocation, no locks, no tracing, no talloc, no Rust std
-//! machinery that could allocate or panic. Everything here is a raw syscall on memory the
-//! parent prepared before the fork (the shared buffer) or on the stack.
+//! A helper: forked by the zygote, it serves one request at a time.
 //!
 //! The loop: receive a request and its fd, do the I/O between the fd and the shared buffer,
 //! close the fd, send the reply. EOF on the socket (smbd closed it or died) ends the helper;
-//! PR_SET_PDEATHSIG covers an smbd that dies without closing. Arithmetic is explicit
-//! (wrapping/saturating) so that not even a debug build's overflow check can panic here.
+//! PR_SET_PDEATHSIG covers a zygote that dies without closing. See `child` for the rules.
 
+use super::sys::{self, as_result, errno, now_ns, sleep_ms};
 use crate::protocol::{Op, Reply, Request, FLAG_ERRATIC};
 use std::mem::{size_of, zeroed, MaybeUninit};
 
-/// The shared buffer the parent mapped (MAP_SHARED) before forking.
+/// The shared buffer the zygote mapped (MAP_SHARED) before forking.
 #[derive(Clone, Copy)]
 pub struct SharedBuf {
     pub ptr: *mut u8,
     pub len: usize,
 }
 
-/// The child's name in /proc/<pid>/comm (at most 15 bytes), so admins and tests see helpers.
+/// The helper's name in /proc/<pid>/comm (at most 15 bytes), so admins and tests see helpers.
 pub const HELPER_COMM: &[u8; 16] = b"aio_fork_helper\0";
 
-/// Entry point of the forked child. Never returns.
+/// Entry point of a freshly forked helper. Never returns.
 ///
 /// # Safety
-/// Must be called only in a freshly forked child; `sock` is the child's end of the
+/// Only in a child just forked by the zygote; `sock` is the child's end of the
 /// socketpair and `buf` a shared mapping valid in this process.
-pub unsafe fn run(sock: libc::c_int, buf: SharedBuf, parent: libc::pid_t) -> ! {
-    setup_process(sock, parent);
+pub unsafe fn run(sock: libc::c_int, buf: SharedBuf, zygote: libc::pid_t) -> ! {
+    if let Err(code) = set_up(sock, zygote, super::sandbox::enter) {
+        libc::_exit(code);
+    }
     let mut rng = Rng::seeded();
     loop {
         let mut fd: libc::c_int = -1;
@@ -48,64 +45,17 @@ pub unsafe fn run(sock: libc::c_int, buf: SharedBuf, parent: libc::pid_t) -> ! {
     }
 }
 
-/// Dies with smbd, gets a recognisable name, default signal handling, no fd but `sock`,
-/// and enters the sandbox.
-unsafe fn setup_process(sock: libc::c_int, parent: libc::pid_t) {
-    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-    if libc::getppid() != parent {
-        // smbd died between fork() and prctl(): nobody will ever send us work.
-        libc::_exit(0);
-    }
+type Confine =
+    fn(&super::sandbox::Filter<{ super::sandbox::HELPER_LEN }>) -> Result<(), libc::c_int>;
 
-    reset_signals();
-    close_all_but(sock);
-    // Named once it holds nothing of smbd's, just before confinement (prctl is outside
-    // the seccomp allow-list). Credentials stay those of the smbd thread that forked: the
-    // set*id syscalls are outside the allow-list too, and giving up the saved uid would
-    // stop smbd, when it runs as another user, from ending a hung helper.
-    libc::prctl(libc::PR_SET_NAME, HELPER_COMM.as_ptr() as libc::c_ulong);
-    crate::helper_sandbox::enter();
-}
-
-/// Default handling and no mask for every signal: smbd's handlers write to its tevent
-/// signal pipe, which a child must not touch.
-pub(crate) unsafe fn reset_signals() {
-    let mut dfl: libc::sigaction = zeroed();
-    dfl.sa_sigaction = libc::SIG_DFL;
-    for sig in 1..32 {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            libc::sigaction(sig, &dfl, std::ptr::null_mut());
-        }
-    }
-    let mut none: libc::sigset_t = zeroed();
-    libc::sigemptyset(&mut none);
-    libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-}
-
-/// Closes every descriptor inherited from the parent except the control socket.
-pub(crate) unsafe fn close_all_but(keep: libc::c_int) {
-    if keep > 0 {
-        close_range(0, keep as libc::c_uint - 1);
-    }
-    close_range(keep as libc::c_uint + 1, libc::c_uint::MAX);
-}
-
-unsafe fn close_range(first: libc::c_uint, last: libc::c_uint) {
-    if libc::syscall(libc::SYS_close_range, first, last, 0) == 0 {
-        return;
-    }
-    // Kernels before 5.9: close one by one up to the descriptor limit.
-    let mut lim: libc::rlimit = zeroed();
-    let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-        lim.rlim_cur.min(1 << 20) as libc::c_uint
-    } else {
-        1024
-    };
-    let mut fd = first;
-    while fd <= last && fd < top {
-        libc::close(fd as libc::c_int);
-        fd += 1;
-    }
+/// Dies with the zygote, default signal handling, no fd but `sock`, a recognisable name,
+/// then the sandbox (`confine`). `Err(exit code)`: the helper must not serve.
+fn set_up(sock: libc::c_int, zygote: libc::pid_t, confine: Confine) -> Result<(), i32> {
+    sys::die_with_parent(zygote).map_err(|_| super::exit::ORPHAN)?;
+    sys::reset_signals();
+    sys::close_all_but(sock);
+    sys::set_name(HELPER_COMM);
+    confine(&super::sandbox::HELPER).map_err(|_| super::exit::SANDBOX)
 }
 
 enum Received {
@@ -135,7 +85,7 @@ unsafe fn receive(sock: libc::c_int, fd: &mut libc::c_int) -> Received {
         return Received::Closed;
     }
     if n < 0 {
-        return if *libc::__errno_location() == libc::EINTR {
+        return if errno() == libc::EINTR {
             Received::Again
         } else {
             Received::Closed
@@ -218,7 +168,7 @@ unsafe fn serve(req: &Request, fd: libc::c_int, buf: SharedBuf, rng: &mut Rng) -
 unsafe fn read_full(fd: libc::c_int, buf: *mut u8, len: usize, offset: i64) -> i64 {
     if len == 0 {
         // Still ask the kernel: it checks the offset and the handle as for any read.
-        return syscall_result(libc::pread(fd, buf as *mut libc::c_void, 0, offset));
+        return as_result(libc::pread(fd, buf as *mut libc::c_void, 0, offset));
     }
     let mut done = 0usize;
     while done < len {
@@ -250,7 +200,7 @@ unsafe fn write_full(fd: libc::c_int, buf: *const u8, len: usize, offset: Option
         }
     };
     if len == 0 {
-        return syscall_result(write_at(0));
+        return as_result(write_at(0));
     }
     let mut done = 0usize;
     while done < len {
@@ -264,14 +214,6 @@ unsafe fn write_full(fd: libc::c_int, buf: *const u8, len: usize, offset: Option
         }
     }
     done as i64
-}
-
-unsafe fn syscall_result(n: isize) -> i64 {
-    if n < 0 {
-        -(errno() as i64)
-    } else {
-        n as i64
-    }
 }
 
 unsafe fn send_reply(sock: libc::c_int, reply: &Reply) -> bool {
@@ -292,26 +234,6 @@ unsafe fn send_reply(sock: libc::c_int, reply: &Reply) -> bool {
     }
 }
 
-unsafe fn errno() -> libc::c_int {
-    *libc::__errno_location()
-}
-
-unsafe fn now_ns() -> u64 {
-    let mut ts: libc::timespec = zeroed();
-    libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
-}
-
-unsafe fn sleep_ms(ms: u64) {
-    let mut ts = libc::timespec {
-        tv_sec: (ms / 1000) as libc::time_t,
-        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
-    };
-    while libc::nanosleep(&ts, &mut ts) != 0 && errno() == libc::EINTR {}
-}
-
 /// xorshift64: erratic delays only need to differ between helpers and requests.
 struct Rng(u64);
 
@@ -327,5 +249,40 @@ impl Rng {
         x ^= x << 17;
         self.0 = x;
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+
+    fn refused(
+        _: &super::super::sandbox::Filter<{ super::super::sandbox::HELPER_LEN }>,
+    ) -> Result<(), libc::c_int> {
+        Err(libc::EINVAL)
+    }
+
+    /// A helper whose filter the kernel refused does not serve: it exits with SANDBOX.
+    #[test]
+    fn a_helper_that_cannot_be_confined_exits() {
+        let parent = nix::unistd::getpid().as_raw();
+        // SAFETY: the child only runs set_up (raw syscalls) and leaves with _exit.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => unsafe {
+                let code = match set_up(-1, parent, refused) {
+                    Ok(()) => 0,
+                    Err(code) => code,
+                };
+                libc::_exit(code);
+            },
+            ForkResult::Parent { child } => {
+                assert_eq!(
+                    waitpid(child, None).unwrap(),
+                    WaitStatus::Exited(child, super::super::exit::SANDBOX)
+                );
+            }
+        }
     }
 }
