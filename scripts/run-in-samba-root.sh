@@ -7,8 +7,9 @@
 #
 # In a private mount namespace of its own (nothing is visible outside, nothing is left
 # behind when the program exits):
-#   - FILE is bind-mounted over <rootfs>/usr/lib/<arch>/samba/vfs/aio_fork.so (smbd loads
-#     modules by name from there only, see DESIGN.md);
+#   - a copy of <rootfs>/usr/lib/<arch>/samba/vfs with FILE as aio_fork.so and, beside it,
+#     the helper program found next to FILE (aio_fork_helper) is bind-mounted over that
+#     directory (smbd loads modules by name from there only);
 #   - the host's /tmp is bind-mounted over <rootfs>/tmp, so smb.conf, shares and logs
 #     under /tmp have the same path inside and outside (the test harness keeps its work
 #     dirs there, and reads smbd's log from the host side);
@@ -55,30 +56,40 @@ if [[ ! -f $ROOTFS/.aio_fork-rootfs-complete ]]; then
 	exit 1
 fi
 
-target=
+vfsdir=
+helper=
 if [[ -n $module ]]; then
 	module=$(realpath -e "$module")
-	# The module file Debian's samba-vfs-modules installs: the bind mount's mount point.
-	target=$(echo "$ROOTFS"/usr/lib/*/samba/vfs/aio_fork.so)
-	if [[ ! -f $target ]]; then
-		echo "run-in-samba-root: $target missing (samba-vfs-modules not in the root" \
-			"file system?): rebuild it with scripts/samba-rootfs.sh" >&2
+	# Debian's samba-vfs-modules installs the C module there: the directory smbd loads from.
+	vfsdir=$(echo "$ROOTFS"/usr/lib/*/samba/vfs)
+	if [[ ! -f $vfsdir/aio_fork.so ]]; then
+		echo "run-in-samba-root: $vfsdir/aio_fork.so missing (samba-vfs-modules not in the" \
+			"root file system?): rebuild it with scripts/samba-rootfs.sh" >&2
 		exit 1
+	fi
+	if [[ -f $(dirname "$module")/aio_fork_helper ]]; then
+		helper=$(dirname "$module")/aio_fork_helper
 	fi
 fi
 
 exec unshare --mount --propagation private sh -euc '
-	root=$1 module=$2 target=$3
-	shift 3
+	root=$1 module=$2 vfsdir=$3 helper=$4
+	shift 4
 	mount --rbind /dev "$root/dev"
 	mount -t proc proc "$root/proc"
 	mount --rbind /tmp "$root/tmp"
 	if [ -n "$module" ]; then
-		mount --bind "$module" "$target"
-		cmp -s "$module" "$target" || {
-			echo "run-in-samba-root: bind mount of $module over $target did not take" >&2
+		# A private tmpfs over the root'"'"'s empty /mnt holds the copy.
+		copy=$root/mnt
+		mount -t tmpfs tmpfs "$copy"
+		cp -a "$vfsdir/." "$copy/"
+		cp "$module" "$copy/aio_fork.so"
+		if [ -n "$helper" ]; then cp "$helper" "$copy/aio_fork_helper"; fi
+		mount --bind "$copy" "$vfsdir"
+		cmp -s "$module" "$vfsdir/aio_fork.so" || {
+			echo "run-in-samba-root: $module not in place at $vfsdir/aio_fork.so" >&2
 			exit 1
 		}
 	fi
 	exec chroot "$root" "$@"
-' sh "$ROOTFS" "$module" "$target" "$@"
+' sh "$ROOTFS" "$module" "$vfsdir" "$helper" "$@"

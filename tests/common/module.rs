@@ -88,6 +88,24 @@ fn detect_kind(path: &Path) -> ModuleKind {
     }
 }
 
+/// The helper program's file name: installed next to the module file.
+pub const HELPER_PROGRAM: &str = "aio_fork_helper";
+
+/// The helper program built with the module (next to it in `target/<profile>/`); `None`
+/// for Samba's C module, which needs none.
+pub fn helper_program(module: &Module) -> Option<PathBuf> {
+    if module.kind != ModuleKind::Rust {
+        return None;
+    }
+    let path = module.path.with_file_name(HELPER_PROGRAM);
+    assert!(
+        path.is_file(),
+        "helper program {} missing next to the module: build it with `cargo build`",
+        path.display()
+    );
+    Some(path)
+}
+
 /// smbd's MODULESDIR, from `smbd -b`.
 pub fn modules_dir() -> PathBuf {
     let out = run::run(tools::command("smbd").arg("-b"), Duration::from_secs(30));

@@ -181,12 +181,12 @@ fn enter() -> NsContext {
     let workdir = PathBuf::from(env::var_os(ENV_WORKDIR).expect("work dir in env"));
     match env::var(ENV_INSTALL_AS) {
         Ok(name) => add_module_beside(&module, &name, &workdir),
-        Err(_) => bind_module(&module),
+        Err(_) => bind_module(&module, &workdir),
     }
     NsContext { module, workdir }
 }
 
-fn bind_module(module: &Module) {
+fn bind_module(module: &Module, workdir: &Path) {
     let target = module::installed_path();
     assert!(
         target.is_file(),
@@ -194,41 +194,30 @@ fn bind_module(module: &Module) {
         target.display(),
         tools::INSTALL_HINT
     );
-    run_checked(
-        tools::command("mount")
-            .arg("--bind")
-            .arg(&module.path)
-            .arg(&target),
-    );
-    let mounted = fs::read(&target).expect("read bind-mounted module");
-    let wanted = fs::read(&module.path).expect("read module under test");
-    assert!(
-        mounted == wanted,
-        "bind mount of {} over {} did not take effect",
-        module.path.display(),
-        target.display()
-    );
+    install_in_copy(module, "aio_fork", workdir);
 }
 
-/// Copies Samba's vfs module directory into `workdir`, adds the module as
-/// `<name>.so`, and bind-mounts the copy over the original.
-fn add_module_beside(module: &Module, name: &str, workdir: &Path) {
-    assert!(
-        !name.is_empty() && !name.contains('/') && name != "aio_fork",
-        "module name {name:?}: use Install::OverAioFork to replace aio_fork"
-    );
+/// Copies Samba's vfs module directory into `workdir`, puts the module in it as
+/// `<name>.so` (with the helper program beside it, as a package installs it), and
+/// bind-mounts the copy over the original.
+fn install_in_copy(module: &Module, name: &str, workdir: &Path) {
     let vfs_dir = module::modules_dir().join("vfs");
     let copy = workdir.join("vfs-modules");
     // `cp -a` keeps symlinks as they are (some modules may be links).
     run_checked(tools::command("cp").arg("-a").arg(&vfs_dir).arg(&copy));
-    fs::copy(&module.path, copy.join(format!("{name}.so"))).expect("copy module beside");
+    let file = copy.join(format!("{name}.so"));
+    let _ = fs::remove_file(&file);
+    fs::copy(&module.path, &file).expect("copy module");
+    if let Some(helper) = module::helper_program(module) {
+        fs::copy(&helper, copy.join(module::HELPER_PROGRAM)).expect("copy helper program");
+    }
     run_checked(
         tools::command("mount")
             .arg("--bind")
             .arg(&copy)
             .arg(&vfs_dir),
     );
-    let mounted = fs::read(vfs_dir.join(format!("{name}.so"))).expect("read added module");
+    let mounted = fs::read(vfs_dir.join(format!("{name}.so"))).expect("read installed module");
     let wanted = fs::read(&module.path).expect("read module under test");
     assert!(
         mounted == wanted,
@@ -236,6 +225,14 @@ fn add_module_beside(module: &Module, name: &str, workdir: &Path) {
         copy.display(),
         vfs_dir.display()
     );
+}
+
+fn add_module_beside(module: &Module, name: &str, workdir: &Path) {
+    assert!(
+        !name.is_empty() && !name.contains('/') && name != "aio_fork",
+        "module name {name:?}: use Install::OverAioFork to replace aio_fork"
+    );
+    install_in_copy(module, name, workdir);
 }
 
 fn run_checked(cmd: &mut std::process::Command) {
