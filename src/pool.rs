@@ -360,6 +360,7 @@ impl PoolInner {
         let Some(slot) = self.take_slot() else {
             return;
         };
+        let began = Instant::now();
         let started = if self.cfg.fail_fork_testing_mode {
             Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
         } else {
@@ -367,12 +368,15 @@ impl PoolInner {
         };
         match started {
             Ok(z) => {
+                let took_us = began.elapsed().as_micros() as u64;
                 tracing::debug!(
                     pid = z.pid(),
                     uid = self.crews[crew].creds.uid,
+                    took_us,
                     "zygote started"
                 );
                 self.stats.zygotes += 1;
+                self.stats.zygote_us_max = self.stats.zygote_us_max.max(took_us);
                 self.crews[crew].zygote = Some(Rc::new(z));
                 self.crews[crew].failed = None;
             }

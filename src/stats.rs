@@ -17,7 +17,10 @@ pub struct Stats {
     pub spawned: u64,
     /// Zygotes started (one per user of the share, each time one is needed).
     pub zygotes: u64,
-    /// Longest time a helper took to be ready (zygote start included), in microseconds.
+    /// Longest time a zygote took to start (spawn, credentials, sandbox, hello), in
+    /// microseconds.
+    pub zygote_us_max: u64,
+    /// Longest time a zygote took to fork a helper, in microseconds.
     pub spawn_us_max: u64,
     /// Processes not started because of `max processes`.
     pub process_limited: u64,
@@ -52,7 +55,7 @@ impl fmt::Display for Stats {
             f,
             "preads={} pread_bytes={} pwrites={} pwrite_bytes={} fsyncs={} spawned={} \
              culled={} retries={} fallbacks={} queue_max={} helper_deaths={} hung={} \
-             queue_overflows={} inline_preads={} zygotes={} spawn_us_max={} process_limited={} \
+             queue_overflows={} inline_preads={} zygotes={} zygote_us_max={} spawn_us_max={} process_limited={} \
              latency_us_p50={} latency_us_p90={} latency_us_p99={}",
             self.preads,
             self.pread_bytes,
@@ -69,6 +72,7 @@ impl fmt::Display for Stats {
             self.queue_overflows,
             self.inline_preads,
             self.zygotes,
+            self.zygote_us_max,
             self.spawn_us_max,
             self.process_limited,
             self.latency.percentile_us(50.0),
@@ -100,6 +104,7 @@ mod tests {
             queue_overflows: 13,
             inline_preads: 14,
             zygotes: 15,
+            zygote_us_max: 18,
             spawn_us_max: 16,
             process_limited: 17,
             latency: Histogram::default(),
@@ -108,7 +113,7 @@ mod tests {
             s.to_string(),
             "preads=1 pread_bytes=2 pwrites=3 pwrite_bytes=4 fsyncs=5 spawned=6 culled=7 \
              retries=8 fallbacks=9 queue_max=10 helper_deaths=11 hung=12 queue_overflows=13 inline_preads=14 \
-             zygotes=15 spawn_us_max=16 process_limited=17 latency_us_p50=0 latency_us_p90=0 latency_us_p99=0"
+             zygotes=15 zygote_us_max=18 spawn_us_max=16 process_limited=17 latency_us_p50=0 latency_us_p90=0 latency_us_p99=0"
         );
     }
 

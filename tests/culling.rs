@@ -76,10 +76,9 @@ fn run_all(ctx: &NsContext) {
     let at_connect = procs::helpers_of(conn, smbd.pid(), kind).len();
     println!("helpers at connect: {at_connect}");
     if kind == ModuleKind::Rust {
-        assert_eq!(
-            at_connect, MIN_HELPERS,
-            "`aio_fork:min helpers = {MIN_HELPERS}` should be forked at connect"
-        );
+        // Nothing runs before the share's first request; `min helpers` holds from then on
+        // (see watch_idle_pool, which must see the pool settle at the minimum).
+        assert_eq!(at_connect, 0, "a module process started before any I/O");
     }
 
     let peak = drive_load(&smbd, &mut session, kind, &source, "back1");

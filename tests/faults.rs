@@ -216,7 +216,7 @@ fn fork_failure_falls_back_to_the_next_module() {
 }
 
 const NOFORK_FILE_SIZE: u64 = 8 * MIB + 3;
-const FORK_FAILURE_LINE: &str = "cannot fork a helper";
+const FORK_FAILURE_LINE: &str = "cannot start a helper";
 
 fn fork_fails(ctx: &NsContext) {
     let started = Instant::now();
@@ -323,6 +323,9 @@ fn hung_helper(ctx: &NsContext) {
 
     let mut session = Session::open(&smbd, "aio_hang", COMMAND_TIMEOUT);
     let conn = session.server_pid;
+    // The share's first write starts its zygote and `min helpers` (nothing runs before).
+    let warm = source_file(&ctx.workdir, "warm", 4096, 4);
+    session.run(&format!("put {} warm.bin", warm.display()), COMMAND_TIMEOUT);
     let first = wait_for_helper(conn, Duration::from_secs(10), &smbd);
     assert!(faults::send_signal(first, libc::SIGSTOP), "SIGSTOP {first}");
     let stopper = thread::spawn(move || stop_new_helpers(conn, first));

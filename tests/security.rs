@@ -595,7 +595,7 @@ fn two_users(ctx: &NsContext) {
     let watcher = {
         let stop = Arc::clone(&watch_stop);
         let main_pid = smbd.pid();
-        thread::spawn(move || watch_helper_uids(main_pid, &stop))
+        thread::spawn(move || watch_module_processes(main_pid, &stop))
     };
     let mut handles = Vec::new();
     for (s, side) in sides.iter().enumerate() {
@@ -629,8 +629,8 @@ fn two_users(ctx: &NsContext) {
     }
     let elapsed = started.elapsed();
     watch_stop.store(true, Ordering::Relaxed);
-    let seen = watcher.join().expect("uid watcher");
-    problems.extend(check_helper_uids(&seen, &sides));
+    let seen = watcher.join().expect("process watcher");
+    problems.extend(check_module_processes(&seen, &sides));
     smbd.wait_idle(Duration::from_secs(60));
 
     let mut bytes_checked = 0u64;
@@ -669,37 +669,41 @@ fn two_users(ctx: &NsContext) {
     );
 }
 
-/// One look at a helper's credentials and its connection smbd's.
-struct UidSample {
-    helper: u32,
-    /// `CapPrm` and `CapEff` of the helper (for the report).
-    caps: String,
-    /// `Uid:` of /proc/<pid>/status: real, effective, saved, filesystem.
-    helper_uids: Vec<u32>,
-    parent_uids: Vec<u32>,
+/// One look at a module process (helper or zygote) in /proc.
+struct ProcSample {
+    pid: u32,
+    comm: String,
+    /// Its connection smbd.
+    conn: u32,
+    /// `Uid:` and `Gid:` of /proc/<pid>/status: real, effective, saved, filesystem.
+    uids: Vec<u32>,
+    gids: Vec<u32>,
+    groups: BTreeSet<u32>,
+    /// CapPrm, CapEff, NoNewPrivs, Seccomp.
+    cap_prm: String,
+    cap_eff: String,
+    no_new_privs: String,
+    seccomp: String,
+    /// VmRSS, and RssShmem (the shared buffer), in KiB.
+    rss_kib: u64,
+    shmem_kib: u64,
+    /// Mapping problems seen in /proc/<pid>/maps.
+    maps: Vec<String>,
 }
 
-/// Samples the uids of every helper and of its parent while the clients run.
-fn watch_helper_uids(main_pid: u32, stop: &AtomicBool) -> Vec<UidSample> {
-    let uids = |pid: u32| -> Option<Vec<u32>> {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-        line[4..]
-            .split_whitespace()
-            .map(|v| v.parse().ok())
-            .collect()
-    };
+/// Samples every module process of the main smbd while the clients run.
+fn watch_module_processes(main_pid: u32, stop: &AtomicBool) -> Vec<ProcSample> {
     let mut samples = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        for helper in procs::helpers(&procs::snapshot(), main_pid, ModuleKind::Rust) {
-            if let (Some(h), Some(p)) = (uids(helper.pid), uids(helper.ppid)) {
-                let status = fs::read_to_string(format!("/proc/{}/status", helper.pid));
-                samples.push(UidSample {
-                    helper: helper.pid,
-                    caps: status_fields(&status.unwrap_or_default(), &["CapPrm", "CapEff"]),
-                    helper_uids: h,
-                    parent_uids: p,
-                });
+        let snap = procs::snapshot();
+        let conns = procs::connection_pids(&snap, main_pid);
+        for p in snap.iter().filter(|p| {
+            p.is_live()
+                && (p.comm == procs::HELPER_COMM || p.comm == procs::ZYGOTE_COMM)
+                && conns.contains(&p.ppid)
+        }) {
+            if let Some(sample) = sample_process(p) {
+                samples.push(sample);
             }
         }
         thread::sleep(Duration::from_millis(20));
@@ -707,49 +711,135 @@ fn watch_helper_uids(main_pid: u32, stop: &AtomicBool) -> Vec<UidSample> {
     samples
 }
 
-/// A helper never runs as the other user: of alice's and bob's uids it holds at most
-/// those its connection smbd holds (smbd switches its effective uid between root and
-/// the connection's user; a helper keeps what it had at fork, and its sandbox allows
-/// no set*uid call).
-fn check_helper_uids(samples: &[UidSample], sides: &[Side]) -> Vec<String> {
-    let user_uids: BTreeSet<u32> = sides.iter().map(|s| s.user.uid).collect();
-    let mut problems = Vec::new();
-    let mut kinds: BTreeMap<(Vec<u32>, String), BTreeSet<u32>> = BTreeMap::new();
-    for s in samples {
-        kinds
-            .entry((s.helper_uids.clone(), s.caps.clone()))
-            .or_default()
-            .insert(s.helper);
-        let mine: BTreeSet<u32> = s
-            .helper_uids
-            .iter()
-            .copied()
-            .filter(|u| user_uids.contains(u))
-            .collect();
-        let parents: BTreeSet<u32> = s
-            .parent_uids
-            .iter()
-            .copied()
-            .filter(|u| user_uids.contains(u))
-            .collect();
-        if !mine.is_subset(&parents) && !parents.is_empty() {
-            problems.push(format!(
-                "helper {} runs with uids {:?}, its connection smbd with {:?}",
-                s.helper, s.helper_uids, s.parent_uids
-            ));
+fn sample_process(p: &procs::Proc) -> Option<ProcSample> {
+    let status = fs::read_to_string(format!("/proc/{}/status", p.pid)).ok()?;
+    let maps = fs::read_to_string(format!("/proc/{}/maps", p.pid)).ok()?;
+    let fields = status_map(&status);
+    let numbers = |key: &str| -> Vec<u32> {
+        fields
+            .get(key)
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let kib = |key: &str| -> u64 {
+        fields
+            .get(key)
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let text = |key: &str| fields.get(key).cloned().unwrap_or_default();
+    let mut map_problems = Vec::new();
+    for line in maps.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let perms = cols.get(1).copied().unwrap_or("");
+        let path = cols.get(5).copied().unwrap_or("");
+        if path.ends_with(".tdb") || path.ends_with(".ldb") {
+            map_problems.push(format!("maps smbd's database {path}"));
+        }
+        let own_buffer = p.comm == procs::HELPER_COMM && path.starts_with("/memfd:aio_fork_buffer");
+        if perms.ends_with('s') && !own_buffer {
+            map_problems.push(format!("shared mapping {line}"));
+        }
+        if path.contains("libsmbd") || path.contains("libtevent") || path.contains("libtalloc") {
+            map_problems.push(format!("maps smbd's library {path}"));
         }
     }
-    let summary: Vec<String> = kinds
-        .iter()
-        .map(|((uids, caps), pids)| format!("{uids:?} {caps}: {} helpers", pids.len()))
-        .collect();
-    println!(
-        "helper uids (real, effective, saved, fs) in {} samples: {}",
-        samples.len(),
-        summary.join("; ")
-    );
-    if samples.is_empty() {
-        problems.push("no helper seen while the clients ran".to_string());
+    let buffers = maps
+        .lines()
+        .filter(|l| l.contains("/memfd:aio_fork_buffer"))
+        .count();
+    if p.comm == procs::HELPER_COMM && buffers != 1 {
+        map_problems.push(format!("{buffers} buffer mappings (want its own one)"));
+    }
+    Some(ProcSample {
+        pid: p.pid,
+        comm: p.comm.clone(),
+        conn: p.ppid,
+        uids: numbers("Uid"),
+        gids: numbers("Gid"),
+        groups: numbers("Groups").into_iter().collect(),
+        cap_prm: text("CapPrm"),
+        cap_eff: text("CapEff"),
+        no_new_privs: text("NoNewPrivs"),
+        seccomp: text("Seccomp"),
+        rss_kib: kib("VmRSS"),
+        shmem_kib: kib("RssShmem"),
+        maps: map_problems,
+    })
+}
+
+/// Every module process holds exactly one user's credentials in all four uid and gid
+/// fields and that user's groups, no capability, no_new_privs and a seccomp filter, maps
+/// nothing shared but a helper's own buffer and nothing of smbd's; its private memory
+/// stays below 1 MiB. Both users' processes must have been seen.
+fn check_module_processes(samples: &[ProcSample], sides: &[Side]) -> Vec<String> {
+    const ZERO_CAPS: &str = "0000000000000000";
+    let mut problems = Vec::new();
+    let mut seen_users = BTreeSet::new();
+    let mut report: BTreeMap<(String, String), (BTreeSet<u32>, u64, u64)> = BTreeMap::new();
+    for s in samples {
+        let who = format!("{} {} (connection {})", s.comm, s.pid, s.conn);
+        let Some(side) = sides
+            .iter()
+            .find(|side| s.uids.first() == Some(&side.user.uid))
+        else {
+            problems.push(format!("{who}: uids {:?} are no user's", s.uids));
+            continue;
+        };
+        let user = &side.user;
+        seen_users.insert(user.uid);
+        if s.uids != vec![user.uid; 4] || s.gids != vec![user.gid; 4] {
+            problems.push(format!(
+                "{who}: Uid {:?} Gid {:?}, want {} in all four",
+                s.uids, s.gids, user.name
+            ));
+        }
+        let groups = users::groups_of(&user.name);
+        if s.groups != groups {
+            problems.push(format!(
+                "{who}: groups {:?}, {} has {groups:?}",
+                s.groups, user.name
+            ));
+        }
+        if s.cap_prm != ZERO_CAPS || s.cap_eff != ZERO_CAPS {
+            problems.push(format!("{who}: CapPrm {} CapEff {}", s.cap_prm, s.cap_eff));
+        }
+        if s.no_new_privs != "1" || s.seccomp != "2" {
+            problems.push(format!(
+                "{who}: NoNewPrivs {} Seccomp {}",
+                s.no_new_privs, s.seccomp
+            ));
+        }
+        let private_kib = s.rss_kib.saturating_sub(s.shmem_kib);
+        if private_kib >= 1024 {
+            problems.push(format!(
+                "{who}: {private_kib} KiB resident besides its buffer"
+            ));
+        }
+        problems.extend(s.maps.iter().map(|m| format!("{who}: {m}")));
+        let entry = report
+            .entry((s.comm.clone(), user.name.clone()))
+            .or_insert((BTreeSet::new(), 0, 0));
+        entry.0.insert(s.pid);
+        entry.1 = entry.1.max(private_kib);
+        entry.2 = entry.2.max(s.rss_kib);
+    }
+    for ((comm, user), (pids, private, rss)) in &report {
+        println!(
+            "{comm} as {user}: {} processes, all Uid/Gid {user} x4, CapPrm/CapEff 0, \
+             NoNewPrivs 1, Seccomp 2; max RSS {rss} KiB of which {private} KiB not the buffer",
+            pids.len()
+        );
+    }
+    println!("module processes: {} samples", samples.len());
+    for side in sides {
+        if !seen_users.contains(&side.user.uid) {
+            problems.push(format!("no module process of {} seen", side.user.name));
+        }
     }
     dedup(problems)
 }

@@ -419,7 +419,10 @@ fn dropping_the_pool_ends_and_reaps_every_helper() {
             ..config()
         },
     );
-    assert!(pool.helper_pids().is_empty(), "no process before the first request");
+    assert!(
+        pool.helper_pids().is_empty(),
+        "no process before the first request"
+    );
     warm_up(&lp, &pool);
     let pids = pool.helper_pids();
     assert_eq!(pids.len(), 3);

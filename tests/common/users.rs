@@ -170,3 +170,17 @@ pub fn add_smb_user(smbd: &Smbd, user: &User) {
         out.describe()
     );
 }
+
+/// The groups of `name` as the system gives them (`id -G`): what smbd's token holds for a
+/// Unix user of a standalone server.
+pub fn groups_of(name: &str) -> std::collections::BTreeSet<u32> {
+    let out = super::run::run(
+        super::tools::command("id").args(["-G", name]),
+        std::time::Duration::from_secs(10),
+    );
+    assert!(out.success(), "id -G {name}:\n{}", out.describe());
+    out.stdout
+        .split_whitespace()
+        .map(|g| g.parse().expect("numeric group"))
+        .collect()
+}
