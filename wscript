@@ -27,6 +27,8 @@ import shutil
 
 MODULE = 'vfs_aio_fork_rs'
 SO_NAME = 'aio_fork_rs.so'
+# The helper program smbd starts as each request's user; the module finds it beside itself.
+HELPER = 'aio_fork_helper'
 
 
 def _cargo():
@@ -53,6 +55,7 @@ def build(bld):
     if manifest is None:
         raise RuntimeError('%s: no Cargo.toml in %s' % (MODULE, bld.path.abspath()))
     out = bld.path.find_or_declare(SO_NAME)
+    helper = bld.path.find_or_declare(HELPER)
     target_dir = os.environ.get('AIO_FORK_RS_CARGO_TARGET_DIR') or \
         os.path.join(out.parent.abspath(), 'cargo-target')
 
@@ -65,27 +68,29 @@ def build(bld):
         ret = task.exec_command(cmd)
         if ret:
             return ret
-        built = os.path.join(target_dir, 'release', 'libaio_fork.so')
+        for built, dest in [('libaio_fork.so', task.outputs[0].abspath()),
+                            (HELPER, task.outputs[1].abspath())]:
+            tmp = dest + '.tmp'
+            shutil.copyfile(os.path.join(target_dir, 'release', built), tmp)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, dest)  # atomic: a running smbd that maps the old file keeps it
         dest = task.outputs[0].abspath()
-        tmp = dest + '.tmp'
-        shutil.copyfile(built, tmp)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, dest)  # atomic: a running smbd that maps the old file keeps it intact
         # Where Samba's own modules appear for selftest (bin/modules/vfs/<name>.so), so a
         # selftest environment can load it by name as well.
         link_dir = os.path.join(bld.bldnode.abspath(), '..', 'modules', 'vfs')
         if os.path.isdir(os.path.join(bld.bldnode.abspath(), '..', 'modules')):
             os.makedirs(link_dir, exist_ok=True)
-            link = os.path.join(link_dir, SO_NAME)
-            if os.path.lexists(link):
-                os.unlink(link)
-            os.symlink(dest, link)
+            for name, target in [(SO_NAME, dest), (HELPER, task.outputs[1].abspath())]:
+                link = os.path.join(link_dir, name)
+                if os.path.lexists(link):
+                    os.unlink(link)
+                os.symlink(target, link)
         return 0
 
     t = bld.SAMBA_GENERATOR(MODULE,
                             rule=cargo_build,
                             source='',
-                            target=out,
+                            target=[out, helper],
                             always=True)
     if t is not None:
         # Installed by the generator's own task generator (waf's rule feature honours

@@ -78,6 +78,7 @@ if [[ -z $modulesdir || ! -d $modulesdir ]]; then
 	exit 1
 fi
 target=$modulesdir/vfs/$name.so
+helper_target=$modulesdir/vfs/aio_fork_helper
 
 have_dpkg=no
 command -v dpkg-divert >/dev/null && command -v dpkg-query >/dev/null && have_dpkg=yes
@@ -141,6 +142,17 @@ do_install() {
 		strip --strip-debug "$tmp"
 	fi
 	mv -f "$tmp" "$target"
+	# The helper program smbd starts as each request's user: beside the module.
+	local helper=$(dirname "$source")/aio_fork_helper
+	if [[ ! -f $helper ]]; then
+		echo "install-module: no helper program at $helper (cargo build --release builds it)" >&2
+		exit 1
+	fi
+	install -m 0755 "$helper" "$helper_target.new.$$"
+	if command -v strip >/dev/null; then
+		strip --strip-debug "$helper_target.new.$$"
+	fi
+	mv -f "$helper_target.new.$$" "$helper_target"
 	echo "install-module: installed $target (VFS name '$name'):" \
 		"shares with 'vfs objects = $name' load it at their next connection"
 }
@@ -158,6 +170,10 @@ do_uninstall() {
 		dpkg-divert --local --rename --remove "$target"
 	elif [[ -e $backup ]]; then
 		mv "$backup" "$target"
+	fi
+	# The helper program goes with the last module file of ours (any name).
+	if ! grep -qla "aio_fork stats share=" "$(dirname "$target")"/*.so 2>/dev/null; then
+		rm -f "$helper_target"
 	fi
 	echo "install-module: removed the Rust module from $target" \
 		"$([[ -e $target ]] && echo "(Samba's own module is back)")"

@@ -14,6 +14,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -146,6 +147,13 @@ fn package_body(ctx: &NsContext) {
     );
     let ours = read(&target);
     assert_ne!(ours, c_module, "{target:?} is still the C module");
+    let helper = target.with_file_name("aio_fork_helper");
+    let mode = fs::metadata(&helper).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(
+        mode.ok(),
+        Some(0o755),
+        "the package must install {helper:?} (0755)"
+    );
     assert!(
         Path::new(MAN_PAGE).is_file(),
         "the package did not install {MAN_PAGE}"
@@ -202,6 +210,8 @@ fn script_body(ctx: &NsContext) {
     .expect("copy install-module.sh");
     let built = ctx.workdir.join("libaio_fork.so");
     fs::copy(&ctx.module.path, &built).expect("copy the module under test");
+    let helper = common::module::helper_program(&ctx.module).expect("helper program");
+    fs::copy(&helper, ctx.workdir.join("aio_fork_helper")).expect("copy the helper program");
     private_system(&ctx.workdir);
 
     let over = vfs_file("aio_fork");
@@ -257,6 +267,8 @@ fn script_body(ctx: &NsContext) {
     );
     assert!(!diverted.exists(), "{diverted:?} left after --uninstall");
     assert!(!beside.exists(), "{beside:?} left after --uninstall");
+    let helper = vfs_file("aio_fork").with_file_name("aio_fork_helper");
+    assert!(!helper.exists(), "{helper:?} left after --uninstall");
 }
 
 /// The package and install-module.sh both divert vfs/aio_fork.so: each must refuse
@@ -276,6 +288,8 @@ fn conflicts_body(ctx: &NsContext) {
     .expect("copy install-module.sh");
     let built = ctx.workdir.join("libaio_fork.so");
     fs::copy(&ctx.module.path, &built).expect("copy the module under test");
+    let helper = common::module::helper_program(&ctx.module).expect("helper program");
+    fs::copy(&helper, ctx.workdir.join("aio_fork_helper")).expect("copy the helper program");
     private_system(&ctx.workdir);
     let target = vfs_file("aio_fork");
     let script_cmd = |args: &[&str]| {
