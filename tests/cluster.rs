@@ -927,3 +927,72 @@ fn expected_file_parses() {
         assert!(!entry.outcomes.is_empty(), "{test}: no outcomes");
     }
 }
+
+/// The fault check's judge of a partial upload: a prefix and holes pass, a wrong byte
+/// or a longer file does not.
+#[test]
+fn committed_bytes_judges_partial_files() {
+    let dir = std::env::temp_dir().join(format!("aio_fork_committed.{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("create dir");
+    let source = dir.join("source");
+    data::write_random_file(&source, 3 * MIB + 5, 9);
+    let full = fs::read(&source).expect("read source");
+    let partial = dir.join("partial");
+
+    fs::write(&partial, &full[..MIB as usize + 1]).expect("write");
+    let c = committed_bytes(&source, &partial).expect("a prefix is intact");
+    assert_eq!((c.len, c.prefix, c.unwritten), (MIB + 1, MIB + 1, 0));
+
+    // A hole: the second MiB never written, the third written.
+    let mut holed = full[..3 * MIB as usize].to_vec();
+    holed[MIB as usize..2 * MIB as usize].fill(0);
+    fs::write(&partial, &holed).expect("write");
+    let c = committed_bytes(&source, &partial).expect("holes are not damage");
+    assert_eq!(c.prefix, MIB);
+    assert!(c.unwritten > MIB - 64 * 1024, "unwritten {}", c.unwritten);
+
+    let mut damaged = full[..2 * MIB as usize].to_vec();
+    damaged[12345] ^= 0xff;
+    if damaged[12345] == 0 {
+        damaged[12345] = 1;
+    }
+    fs::write(&partial, &damaged).expect("write");
+    assert!(
+        committed_bytes(&source, &partial).is_err(),
+        "a wrong byte must fail"
+    );
+
+    let mut longer = full.clone();
+    longer.push(1);
+    fs::write(&partial, &longer).expect("write");
+    assert!(
+        committed_bytes(&source, &partial).is_err(),
+        "a longer file must fail"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nodestatus_parsing() {
+    let healthy =
+        "Number of nodes:2\npnn:0 127.0.0.1        OK (THIS NODE)\npnn:1 127.0.0.2        OK\n";
+    assert!(cluster::nodestatus_all_ok(healthy, 2));
+    assert!(!cluster::nodestatus_all_ok(healthy, 3));
+    let down = "Number of nodes:2\npnn:0 127.0.0.1        DISCONNECTED|UNHEALTHY|INACTIVE\npnn:1 127.0.0.2        OK (THIS NODE)\n";
+    assert!(!cluster::nodestatus_all_ok(down, 2));
+    assert_eq!(
+        cluster::node_status(down, 0).as_deref(),
+        Some("DISCONNECTED|UNHEALTHY|INACTIVE")
+    );
+    assert_eq!(cluster::node_status(down, 1).as_deref(), Some("OK"));
+    assert!(!cluster::nodestatus_all_ok("Number of nodes:2\npnn:0 127.0.0.1        UNHEALTHY (THIS NODE)\npnn:1 127.0.0.2        UNHEALTHY\n", 2));
+}
+
+#[test]
+fn expected_entries_parse_and_need_reasons() {
+    let entries = parse_expected("# c\n\nsmb2.x.y | aio=failure plain=success | why\n");
+    assert_eq!(entries["smb2.x.y"].outcomes[AIO], Outcome::Failure);
+    assert_eq!(entries["smb2.x.y"].outcomes[PLAIN], Outcome::Success);
+    let no_reason = std::panic::catch_unwind(|| parse_expected("smb2.x.y | aio=failure | \n"));
+    assert!(no_reason.is_err());
+}
