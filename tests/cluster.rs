@@ -998,3 +998,44 @@ fn expected_entries_parse_and_need_reasons() {
     let no_reason = std::panic::catch_unwind(|| parse_expected("smb2.x.y | aio=failure | \n"));
     assert!(no_reason.is_err());
 }
+
+/// The suite comparison fails on a per-node difference and on a stale entry, and
+/// accepts a difference that an entry explains.
+#[test]
+fn suite_comparison_finds_differences() {
+    let mut results = SuiteResults::new();
+    for pnn in 0..2 {
+        for share in [AIO, PLAIN] {
+            let mut tests = BTreeMap::new();
+            tests.insert("smb2.rw.rw1".to_string(), Outcome::Success);
+            // Differs on node 2 only.
+            let odd = if pnn == 1 && share == AIO {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            tests.insert("smb2.lock.valid-request".to_string(), odd);
+            results.insert((pnn, share.to_string()), tests);
+        }
+    }
+    let none = BTreeMap::new();
+    let problems = compare_suites(&results, &none);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("node 2"), "{problems:?}");
+
+    let explained = parse_expected("smb2.rw.rw1 | aio=success plain=success | listed\nsmb2.gone.test | aio=failure | never runs\n");
+    let problems = compare_suites(&results, &explained);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("smb2.gone.test did not run")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("smb2.lock.valid-request")),
+        "{problems:?}"
+    );
+    assert_eq!(problems.len(), 2, "{problems:?}");
+}
