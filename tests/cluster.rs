@@ -29,6 +29,9 @@ use common::torture::Outcome;
 
 const MIB: u64 = 1 << 20;
 const AIO: &str = "aio";
+/// aio_fork with reads already in the page cache sent to helpers too (they are served
+/// inline in smbd by default): proves reads reach helpers on both nodes.
+const AIO_NOINLINE: &str = "aio_noinline";
 const PLAIN: &str = "plain";
 const SUITES: [&str; 5] = [
     "smb2.rw",
@@ -57,6 +60,13 @@ fn run_all(ctx: &NsContext) {
     let expected = load_expected();
     let shares = [
         Share::new(AIO, &[("vfs objects", "aio_fork")]),
+        Share::new(
+            AIO_NOINLINE,
+            &[
+                ("vfs objects", "aio_fork"),
+                ("aio_fork:inline cached reads", "no"),
+            ],
+        ),
         // The same cluster's share without any VFS module: the reference.
         Share::new(PLAIN, &[]),
     ];
@@ -70,7 +80,7 @@ fn run_all(ctx: &NsContext) {
     let sampler = NodeHelperSampler::start(cluster.nodes.iter().map(Node::smbd_pid).collect());
     let sources = ctx.workdir.join("sources");
     fs::create_dir_all(&sources).expect("create sources dir");
-    for share in [AIO, PLAIN] {
+    for share in [AIO, AIO_NOINLINE, PLAIN] {
         problems.extend(both_nodes_at_once(&cluster, share, &sources));
     }
     problems.extend(one_file_from_both_nodes(&cluster, &sources));
@@ -543,33 +553,47 @@ fn check_helpers_and_stats(cluster: &Cluster, seen: &[HelperSeen]) -> (Vec<Strin
             ));
         }
         let all = node.stats();
-        let aio = stats::total_for(&all, AIO);
-        // One line per tree connect is too many to print: the share's sum, and the
-        // busiest single line as the module logged it.
-        lines.push(format!(
-            "stats {} (sum of {} tree-disconnect lines): {}",
-            node.name(),
-            aio.lines,
-            stats_line(&aio)
-        ));
-        if let Some(busiest) = all
-            .iter()
-            .filter(|s| s.share == AIO)
-            .max_by_key(|s| s.pread_bytes + s.pwrite_bytes)
-        {
+        for share in [AIO, AIO_NOINLINE] {
+            let total = stats::total_for(&all, share);
+            // One line per tree connect is too many to print: the share's sum, and the
+            // busiest single line as the module logged it.
             lines.push(format!(
-                "stats {} busiest line: {}",
+                "stats {} (sum of {} tree-disconnect lines): {}",
                 node.name(),
-                stats_line(busiest)
+                total.lines,
+                stats_line(&total)
             ));
+            if let Some(busiest) = all
+                .iter()
+                .filter(|s| s.share == share)
+                .max_by_key(|s| s.pread_bytes + s.pwrite_bytes)
+            {
+                lines.push(format!(
+                    "stats {} busiest {share} line: {}",
+                    node.name(),
+                    stats_line(busiest)
+                ));
+            }
+            if total.lines == 0
+                || total.pwrites == 0
+                || total.pwrite_bytes == 0
+                || total.preads == 0
+            {
+                problems.push(format!(
+                    "{}: {share}'s stats show no I/O through the module (lines {}, preads {}, pwrites {})",
+                    node.name(),
+                    total.lines,
+                    total.preads,
+                    total.pwrites
+                ));
+            }
         }
-        if aio.lines == 0 || aio.pwrites == 0 || aio.pwrite_bytes == 0 || aio.preads == 0 {
+        let noinline = stats::total_for(&all, AIO_NOINLINE);
+        if noinline.other("inline_preads") != 0 {
             problems.push(format!(
-                "{}: the aio share's stats show no I/O through the module (lines {}, preads {}, pwrites {})",
+                "{}: {AIO_NOINLINE} served {} reads inline although inline cached reads are off",
                 node.name(),
-                aio.lines,
-                aio.preads,
-                aio.pwrites
+                noinline.other("inline_preads")
             ));
         }
         let plain = stats::total_for(&all, PLAIN);
@@ -615,13 +639,19 @@ fn fault_node1(cluster: &mut Cluster, sources: &Path) -> (Vec<String>, Vec<Strin
     data::write_random_file(&put_src, FAULT_SIZE, 400);
     data::write_random_file(&get_src, FAULT_SIZE, 401);
     let share_dir = cluster.share_path(AIO);
-    fs::copy(&get_src, share_dir.join("fault_get.bin")).expect("place fault_get.bin");
+    // The get goes through helpers of node 2 (no inline reads), the put through node 1's.
+    fs::copy(
+        &get_src,
+        cluster.share_path(AIO_NOINLINE).join("fault_get.bin"),
+    )
+    .expect("place fault_get.bin");
     let on_disk = share_dir.join("fault_put.bin");
     let gets: Vec<PathBuf> = (0..2)
         .map(|i| sources.join(format!("fault_got{i}.bin")))
         .collect();
 
-    let sampler = NodeHelperSampler::start(vec![cluster.nodes[0].smbd_pid()]);
+    let sampler1 = NodeHelperSampler::start(vec![cluster.nodes[0].smbd_pid()]);
+    let sampler2 = NodeHelperSampler::start(vec![cluster.nodes[1].smbd_pid()]);
     let put_cmds = format!("put {} fault_put.bin", put_src.display());
     // Two gets in a row: the second is still running when node 1 goes.
     let get_cmds = format!(
@@ -637,7 +667,7 @@ fn fault_node1(cluster: &mut Cluster, sources: &Path) -> (Vec<String>, Vec<Strin
     );
     let mut get = cluster::spawn_smbclient(
         &cluster.nodes[1],
-        AIO,
+        AIO_NOINLINE,
         &get_cmds,
         &sources.join("fault_get.log"),
     );
@@ -646,7 +676,7 @@ fn fault_node1(cluster: &mut Cluster, sources: &Path) -> (Vec<String>, Vec<Strin
     let get_running = is_running(&mut get);
     let killed_at = Instant::now();
     let victims = cluster.nodes[0].kill();
-    let node1_helpers = sampler.finish().remove(0);
+    let node1_helpers = sampler1.finish().remove(0);
     lines.push(format!(
         "fault: node 1 killed (pids {victims:?}) with {reached} bytes of the put on disk; \
          put running {put_running}, get via node 2 running {get_running}; \
@@ -678,6 +708,14 @@ fn fault_node1(cluster: &mut Cluster, sources: &Path) -> (Vec<String>, Vec<Strin
         );
     }
     let (get_status, get_timed_out) = run::wait_deadline(&mut get, TRANSFER_TIMEOUT);
+    let node2_helpers = sampler2.finish().remove(0);
+    lines.push(format!(
+        "fault: node 2 served the get with {} helper(s)",
+        node2_helpers.distinct.len()
+    ));
+    if node2_helpers.distinct.is_empty() {
+        problems.push("fault: no helper of node 2 was seen during its get".to_string());
+    }
     let get_log = fs::read_to_string(sources.join("fault_get.log")).unwrap_or_default();
     if get_timed_out || !get_status.is_some_and(|s| s.success()) {
         problems.push(format!("fault: the get through node 2 failed ({get_status:?}, timed out {get_timed_out}):\n{get_log}"));
