@@ -12,6 +12,8 @@ packages=(
 	libclang-dev     # bindgen (build.rs)
 	libtalloc-dev libtevent-dev pkg-config gcc
 	libsmbclient-dev # the benchmark's load generator
+	ctdb             # the two-node clustered Samba of the cluster test
+	python3-smbc     # libsmbclient from Python: the cluster test's second client
 	iproute2 util-linux procps psmisc # ip, unshare, ps, fuser: private namespaces for tests
 	debootstrap      # the Samba 4.22 root file system for the multi-release tests
 	dpkg-dev man-db  # the Debian package (cargo-deb's dpkg-shlibdeps) and its man page test

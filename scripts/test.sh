@@ -18,6 +18,7 @@ trap 'rm -f "$log"' EXIT
 # by every test: `cargo test` alone leaves the cdylib only under target/debug/deps.
 cargo build
 status=0
+# Includes tests/cluster.rs: a two-node CTDB cluster, about 60 s (its own deadline: 20 min).
 cargo test --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
 
 # The tests that drive a real smbd once more, against Samba 4.22 (its smbd chrooted into

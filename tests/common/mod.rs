@@ -15,6 +15,7 @@
 //! - [`data`]: pseudo-random files and byte-for-byte comparison.
 //! - [`users`]: extra Unix users (namespace-private /etc/passwd) and SMB users.
 //! - [`python`]: clients on Samba's Python bindings (odd requests, concurrency).
+//! - [`cluster`]: a two-node clustered Samba (two ctdbd, two smbd) on one machine.
 //! - [`samba_root`]: optionally, smbd from another Samba release's root file system.
 //! - [`run`], [`tools`]: running external programs with deadlines; locating them.
 
@@ -22,6 +23,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod cluster;
 pub mod data;
 pub mod faults;
 pub mod module;
