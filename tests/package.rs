@@ -367,7 +367,7 @@ fn conflicts_body(ctx: &NsContext) {
     assert_eq!(diverter(&target), "");
 }
 
-/// Undoes the harness's bind mount of the module under test over `vfs/aio_fork.so`
+/// Undoes the harness's bind mount of a vfs directory holding the module under test
 /// (these tests install the module themselves), checks that the host's Samba is in
 /// its packaged state, and returns the C module's bytes.
 fn reveal_c_module() -> Vec<u8> {
@@ -377,7 +377,8 @@ fn reveal_c_module() -> Vec<u8> {
         vfs_file("aio_fork"),
         "smbd's MODULESDIR is not Debian's; the package is laid out for {VFS_DIR}"
     );
-    checked(tools::command("umount").arg(&target), "umount");
+    let vfs_dir = target.parent().expect("vfs dir");
+    checked(tools::command("umount").arg(vfs_dir), "umount");
     assert_eq!(
         diverter(&target),
         "",

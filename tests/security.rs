@@ -10,7 +10,7 @@
 //!   things, so the check is not vacuous). At rest, the fd table is the socket alone.
 //!   Its shared buffer is a shared memfd mapping (`rw-s /memfd:`), not a descriptor.
 //!   /proc/<pid>/status shows `NoNewPrivs: 1`, `Seccomp: 2` (filter mode) and, where
-//!   the kernel reports it, `Seccomp_filters: 1`. A helper caught in the instant
+//!   the kernel reports it, `Seccomp_filters: 2` (its zygote's, inherited, and its own). A helper caught in the instant
 //!   between fork and sandbox (it names itself `aio_fork_helper` first, then closes
 //!   smbd's descriptors and enters seccomp, all before its first request) is judged
 //!   once that is done; one that stays unconfined for 2 s fails the test.
@@ -399,11 +399,12 @@ fn judge(found: &Inspection, share_dir: &Path, at_rest: bool) -> Vec<String> {
             ));
         }
     }
-    // Linux 5.9+ shows how many filters are attached; older kernels do not.
+    // Linux 5.9+ shows how many filters are attached; older kernels do not. A helper has
+    // its zygote's filter (inherited) and its own, narrower one.
     if let Some(n) = fields.get("Seccomp_filters") {
-        if n != "1" {
+        if n != "2" {
             problems.push(format!(
-                "helper {pid}: Seccomp_filters: {n}, expected exactly the module's one filter"
+                "helper {pid}: Seccomp_filters: {n}, expected the zygote's and its own"
             ));
         }
     }
@@ -713,8 +714,25 @@ fn watch_module_processes(main_pid: u32, stop: &AtomicBool) -> Vec<ProcSample> {
 
 fn sample_process(p: &procs::Proc) -> Option<ProcSample> {
     let status = fs::read_to_string(format!("/proc/{}/status", p.pid)).ok()?;
+    // The name as of this status: the snapshot's may be older (the helper program is
+    // named after its file until it becomes the zygote).
+    let comm = status.lines().next()?.strip_prefix("Name:")?.trim().to_string();
+    let p = &procs::Proc {
+        comm,
+        ..p.clone()
+    };
     let maps = fs::read_to_string(format!("/proc/{}/maps", p.pid)).ok()?;
+    if maps.is_empty() {
+        return None; // exiting: its address space is already gone
+    }
     let fields = status_map(&status);
+    // The helper program right after its exec (named after its file until it becomes the
+    // zygote) takes its credentials and enters its sandbox within milliseconds: judged
+    // once that is done; one still unconfined after 2 s is judged as it is.
+    let setting_up = fields.get("NoNewPrivs").map(String::as_str) == Some("0");
+    if setting_up && age(p.pid).is_some_and(|a| a < Duration::from_secs(2)) {
+        return None;
+    }
     let numbers = |key: &str| -> Vec<u32> {
         fields
             .get(key)
@@ -753,7 +771,14 @@ fn sample_process(p: &procs::Proc) -> Option<ProcSample> {
         .filter(|l| l.contains("/memfd:aio_fork_buffer"))
         .count();
     if p.comm == procs::HELPER_COMM && buffers != 1 {
-        map_problems.push(format!("{buffers} buffer mappings (want its own one)"));
+        map_problems.push(format!(
+            "{buffers} buffer mappings (want its own one); NoNewPrivs {:?} Seccomp {:?}, \
+             {} mappings, started {:?} ago",
+            fields.get("NoNewPrivs"),
+            fields.get("Seccomp"),
+            maps.lines().count(),
+            age(p.pid)
+        ));
     }
     Some(ProcSample {
         pid: p.pid,
@@ -772,10 +797,26 @@ fn sample_process(p: &procs::Proc) -> Option<ProcSample> {
     })
 }
 
+/// How long ago `pid` started (/proc/<pid>/stat field 22, in clock ticks since boot).
+fn age(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = stat.rsplit_once(") ")?.1;
+    let start_ticks: f64 = after_comm.split(' ').nth(19)?.parse().ok()?;
+    let uptime: f64 = fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a system setting.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(Duration::from_secs_f64((uptime - start_ticks / hz).max(0.0)))
+}
+
 /// Every module process holds exactly one user's credentials in all four uid and gid
 /// fields and that user's groups, no capability, no_new_privs and a seccomp filter, maps
-/// nothing shared but a helper's own buffer and nothing of smbd's; its private memory
-/// stays below 1 MiB. Both users' processes must have been seen.
+/// nothing shared but a helper's own buffer and nothing of smbd's; a helper's memory
+/// besides its buffer stays below 1 MiB. Both users' processes must have been seen.
 fn check_module_processes(samples: &[ProcSample], sides: &[Side]) -> Vec<String> {
     const ZERO_CAPS: &str = "0000000000000000";
     let mut problems = Vec::new();
@@ -815,7 +856,8 @@ fn check_module_processes(samples: &[ProcSample], sides: &[Side]) -> Vec<String>
             ));
         }
         let private_kib = s.rss_kib.saturating_sub(s.shmem_kib);
-        if private_kib >= 1024 {
+        // A helper's resident memory besides its buffer (the zygote's is reported).
+        if s.comm == procs::HELPER_COMM && private_kib >= 1024 {
             problems.push(format!(
                 "{who}: {private_kib} KiB resident besides its buffer"
             ));
