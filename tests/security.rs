@@ -716,11 +716,13 @@ fn sample_process(p: &procs::Proc) -> Option<ProcSample> {
     let status = fs::read_to_string(format!("/proc/{}/status", p.pid)).ok()?;
     // The name as of this status: the snapshot's may be older (the helper program is
     // named after its file until it becomes the zygote).
-    let comm = status.lines().next()?.strip_prefix("Name:")?.trim().to_string();
-    let p = &procs::Proc {
-        comm,
-        ..p.clone()
-    };
+    let comm = status
+        .lines()
+        .next()?
+        .strip_prefix("Name:")?
+        .trim()
+        .to_string();
+    let p = &procs::Proc { comm, ..p.clone() };
     let maps = fs::read_to_string(format!("/proc/{}/maps", p.pid)).ok()?;
     if maps.is_empty() {
         return None; // exiting: its address space is already gone
@@ -810,7 +812,9 @@ fn age(pid: u32) -> Option<Duration> {
         .ok()?;
     // SAFETY: sysconf only reads a system setting.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(Duration::from_secs_f64((uptime - start_ticks / hz).max(0.0)))
+    Some(Duration::from_secs_f64(
+        (uptime - start_ticks / hz).max(0.0),
+    ))
 }
 
 /// Every module process holds exactly one user's credentials in all four uid and gid

@@ -480,3 +480,51 @@ fn an_append_whose_helper_died_is_reported_not_repeated() {
     f.read_to_end(&mut content).unwrap();
     assert_eq!(content, b"start+1");
 }
+
+/// The uids (real, effective, saved, fs) of `pid`.
+fn uids_of(pid: i32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line[4..]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+/// Submits a read while this thread acts as `uid` (as smbd's thread does for a user).
+fn submit_as(uid: u32, pool: &Pool, tag: usize, fd: RawFd, buf: &mut [u8]) {
+    // SAFETY: switches only this thread's effective uid (raw syscall, as Samba does).
+    assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, 0, uid, 0) }, 0);
+    submit(pool, tag, Op::Read, fd, 0, buf);
+    // SAFETY: back to root; the saved uid allows it.
+    assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) }, 0);
+}
+
+#[test]
+fn requests_of_two_users_run_on_helpers_of_each_user() {
+    // SAFETY: geteuid takes no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test needs root, to act as two users as smbd does");
+    }
+    let lp = Loop::new();
+    let data = pattern(4096, 9);
+    let file = temp_file(&data);
+    let pool = pool(&lp, config());
+    let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+    submit_as(4321, &pool, 1, file.as_raw_fd(), &mut a);
+    submit_as(4322, &pool, 2, file.as_raw_fd(), &mut b);
+    lp.run_until("both reads", LONG, || {
+        outcome_of(1).is_some() && outcome_of(2).is_some()
+    });
+    assert_eq!(outcome_of(1), Some(served(1, 4096)));
+    assert_eq!(outcome_of(2), Some(served(2, 4096)));
+    assert!(a == data && b == data);
+    let mut seen: Vec<Vec<u32>> = pool.helper_pids().into_iter().map(uids_of).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![vec![4321; 4], vec![4322; 4]],
+        "one helper per user, each all theirs"
+    );
+    assert_eq!(pool.stats().zygotes, 2);
+}
