@@ -768,6 +768,19 @@ fn sample_process(p: &procs::Proc) -> Option<ProcSample> {
             map_problems.push(format!("maps smbd's library {path}"));
         }
     }
+    // Descriptors: the zygote's are its control socket and signalfd, and while it makes a
+    // helper, that helper's socket, buffer and pidfd; nothing of smbd's.
+    if p.comm == procs::ZYGOTE_COMM {
+        for (fd, target) in fd_table(p.pid).unwrap_or_default() {
+            let ours = target.starts_with("socket:")
+                || target == "anon_inode:[signalfd]"
+                || target == "anon_inode:[pidfd]"
+                || target.starts_with("/memfd:aio_fork_buffer");
+            if !ours {
+                map_problems.push(format!("holds fd {fd} -> {target}"));
+            }
+        }
+    }
     let buffers = maps
         .lines()
         .filter(|l| l.contains("/memfd:aio_fork_buffer"))
