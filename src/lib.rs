@@ -64,7 +64,8 @@ unsafe fn register() -> ffi::NTSTATUS {
     let Some(interface) = vfs_table::interface_for_version(&version) else {
         tracing::error!(
             "aio_fork cannot load into Samba {version}: this build knows the VFS interfaces \
-             of Samba 4.17 to 4.22 only"
+             of Samba {} only",
+            vfs_table::KNOWN_RELEASES
         );
         return ffi::NT_STATUS_NOT_SUPPORTED;
     };

@@ -1,8 +1,10 @@
 //! Which VFS interface the running smbd speaks, and the function table for it.
 //!
 //! smbd refuses a module registered with another interface version than its own, and the
-//! table's shape changed at interface 49 (two directory slots removed). One build carries
-//! one table per shape and picks by `samba_version_string()` at load time.
+//! table's shape changed at interface 49 (two directory slots removed), 52 (a stream slot
+//! added before fsync, two later slots removed) and 53 (a slot added right after
+//! disconnect, which moves every slot the module fills but connect/disconnect). One build
+//! carries one table per shape and picks by `samba_version_string()` at load time.
 
 use crate::ffi;
 use crate::vfs_ops;
@@ -18,16 +20,24 @@ pub fn interface_for_version(version: &str) -> Option<i32> {
         (4, 18) => Some(48),
         (4, 19..=21) => Some(49),
         (4, 22) => Some(50),
+        (4, 23) => Some(51),
+        (4, 24) => Some(52),
+        (4, 25) => Some(53),
         _ => None,
     }
 }
+
+/// The releases this build knows, for messages about one it does not.
+pub const KNOWN_RELEASES: &str = "4.17 to 4.25";
 
 /// The function table for `interface`, with a lifetime of the process (smbd keeps the
 /// pointer). Slots the module does not fill stay NULL: smbd passes those calls on.
 pub fn table_for(interface: i32) -> Option<*const c_void> {
     match interface {
         47 | 48 => Some(Box::leak(Box::new(table_v47())) as *const _ as *const c_void),
-        49 | 50 => Some(Box::leak(Box::new(table_v49())) as *const _ as *const c_void),
+        49..=51 => Some(Box::leak(Box::new(table_v49())) as *const _ as *const c_void),
+        52 => Some(Box::leak(Box::new(table_v52())) as *const _ as *const c_void),
+        53 => Some(Box::leak(Box::new(table_v53())) as *const _ as *const c_void),
         _ => None,
     }
 }
@@ -56,6 +66,48 @@ fn table_v49() -> ffi::vfs_fn_pointers_v49 {
     fill_table!(ffi::vfs_fn_pointers_v49)
 }
 
+fn table_v52() -> ffi::vfs_fn_pointers_v52 {
+    fill_table!(ffi::vfs_fn_pointers_v52)
+}
+
+fn table_v53() -> ffi::vfs_fn_pointers_v53 {
+    fill_table!(ffi::vfs_fn_pointers_v53)
+}
+
+/// The slot index of each filled slot of the table smbd gets for `interface`, in the
+/// order connect, disconnect, pread_send, pread_recv, pwrite_send, pwrite_recv,
+/// fsync_send, fsync_recv; and the table's slot count. Read from the very table
+/// `table_for` hands out, so tests can hold it against smbd's binaries.
+pub fn filled_slots(interface: i32) -> Option<(Vec<usize>, usize)> {
+    fn read<T>(t: &T) -> (Vec<usize>, usize) {
+        let n = std::mem::size_of::<T>() / std::mem::size_of::<usize>();
+        // SAFETY: the tables are structs of pointer-sized, nullable function pointers.
+        let words = unsafe { std::slice::from_raw_parts(t as *const T as *const usize, n) };
+        let ops: [usize; 8] = [
+            vfs_ops::connect as *const () as usize,
+            vfs_ops::disconnect as *const () as usize,
+            vfs_ops::pread_send as *const () as usize,
+            vfs_ops::pread_recv as *const () as usize,
+            vfs_ops::pwrite_send as *const () as usize,
+            vfs_ops::pwrite_recv as *const () as usize,
+            vfs_ops::fsync_send as *const () as usize,
+            vfs_ops::fsync_recv as *const () as usize,
+        ];
+        let slots = ops
+            .iter()
+            .map(|op| words.iter().position(|w| w == op).unwrap_or(usize::MAX))
+            .collect();
+        (slots, n)
+    }
+    match interface {
+        47 | 48 => Some(read(&table_v47())),
+        49..=51 => Some(read(&table_v49())),
+        52 => Some(read(&table_v52())),
+        53 => Some(read(&table_v53())),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,12 +122,36 @@ mod tests {
             interface_for_version("4.22.6-Debian-4.22.6+dfsg-0+deb12u1"),
             Some(50)
         );
+        assert_eq!(
+            interface_for_version("4.22.11-Debian-4.22.11+dfsg-0+deb13u1"),
+            Some(50)
+        );
+        assert_eq!(interface_for_version("4.23.0"), Some(51));
+        assert_eq!(
+            interface_for_version("4.24.7-Debian-4.24.7+dfsg-1~bpo13+1"),
+            Some(52)
+        );
+        assert_eq!(
+            interface_for_version("4.25.1-Debian-4.25.1+dfsg-1"),
+            Some(53)
+        );
+        assert_eq!(interface_for_version("4.25.0pre1-GIT-abc"), Some(53));
+    }
+
+    #[test]
+    fn every_known_interface_has_a_table() {
+        for interface in 47..=53 {
+            assert!(table_for(interface).is_some(), "interface {interface}");
+        }
+        assert!(table_for(46).is_none());
+        assert!(table_for(54).is_none());
     }
 
     #[test]
     fn unknown_releases_are_refused() {
         assert_eq!(interface_for_version("4.16.11"), None);
-        assert_eq!(interface_for_version("4.23.0"), None);
+        assert_eq!(interface_for_version("4.26.0"), None);
+        assert_eq!(interface_for_version("4.26.0pre1-GIT"), None);
         assert_eq!(interface_for_version("5.0"), None);
         assert_eq!(interface_for_version("garbage"), None);
         assert_eq!(interface_for_version(""), None);
@@ -86,6 +162,8 @@ mod tests {
         let ptr = std::mem::size_of::<*const c_void>();
         assert_eq!(std::mem::size_of::<ffi::vfs_fn_pointers_v47>(), 100 * ptr);
         assert_eq!(std::mem::size_of::<ffi::vfs_fn_pointers_v49>(), 98 * ptr);
+        assert_eq!(std::mem::size_of::<ffi::vfs_fn_pointers_v52>(), 97 * ptr);
+        assert_eq!(std::mem::size_of::<ffi::vfs_fn_pointers_v53>(), 97 * ptr);
     }
 
     #[test]
@@ -100,6 +178,21 @@ mod tests {
         let filled49: Vec<usize> = (0..98).filter(|&i| slots49[i] != 0).collect();
         assert_eq!(filled47, vec![0, 1, 22, 23, 25, 26, 31, 32]);
         assert_eq!(filled49, vec![0, 1, 20, 21, 23, 24, 29, 30]);
+        // 52: rename_stream_fn after renameat_fn moves fsync by one. 53: open_share_root_fn
+        // after disconnect_fn moves every later slot by one.
+        assert_eq!(
+            filled_slots(52),
+            Some((vec![0, 1, 20, 21, 23, 24, 30, 31], 97))
+        );
+        assert_eq!(
+            filled_slots(53),
+            Some((vec![0, 1, 21, 22, 24, 25, 31, 32], 97))
+        );
+        assert_eq!(
+            filled_slots(47),
+            Some((vec![0, 1, 22, 23, 25, 26, 31, 32], 100))
+        );
+        assert_eq!(filled_slots(51), filled_slots(49));
     }
 
     fn slot_words<T>(t: &T) -> Vec<usize> {
