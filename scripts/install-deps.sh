@@ -13,7 +13,8 @@ packages=(
 	libtalloc-dev libtevent-dev pkg-config gcc
 	libsmbclient-dev # the benchmark's load generator
 	iproute2 util-linux procps psmisc # ip, unshare, ps, fuser: private namespaces for tests
-	debootstrap      # the Samba 4.22 root file system for the multi-release tests
+	debootstrap      # the root file systems of the other Samba releases the tests run
+	binutils         # objdump: tests/abi_binaries.rs reads each release's smbd
 	dpkg-dev man-db  # the Debian package (cargo-deb's dpkg-shlibdeps) and its man page test
 	fonts-dejavu-core # labels in the benchmark's PNG chart
 )
