@@ -30,6 +30,14 @@ pub fn interface_for_version(version: &str) -> Option<i32> {
 /// The releases this build knows, for messages about one it does not.
 pub const KNOWN_RELEASES: &str = "4.17 to 4.25";
 
+/// The one log line for a Samba release without a table here: names it and the range.
+pub fn unknown_release_message(version: &str) -> String {
+    format!(
+        "aio_fork cannot load into Samba {version}: this build knows the VFS interfaces of \
+         Samba {KNOWN_RELEASES} only"
+    )
+}
+
 /// The function table for `interface`, with a lifetime of the process (smbd keeps the
 /// pointer). Slots the module does not fill stay NULL: smbd passes those calls on.
 pub fn table_for(interface: i32) -> Option<*const c_void> {
@@ -155,6 +163,30 @@ mod tests {
         assert_eq!(interface_for_version("5.0"), None);
         assert_eq!(interface_for_version("garbage"), None);
         assert_eq!(interface_for_version(""), None);
+    }
+
+    #[test]
+    fn unknown_release_is_named_with_the_known_range() {
+        let line = unknown_release_message("4.26.0-Debian");
+        assert_eq!(
+            line,
+            "aio_fork cannot load into Samba 4.26.0-Debian: this build knows the VFS \
+             interfaces of Samba 4.17 to 4.25 only"
+        );
+    }
+
+    #[test]
+    fn debian_package_breaks_the_first_unknown_release() {
+        // Cargo.toml's package.metadata.deb must keep apt from upgrading Samba to a
+        // release this build refuses.
+        let first_unknown = (17..100)
+            .find(|minor| interface_for_version(&format!("4.{minor}.0")).is_none())
+            .expect("some release is unknown");
+        let want = format!("breaks = \"samba (>= 2:4.{first_unknown}~)\"");
+        assert!(
+            include_str!("../Cargo.toml").contains(&want),
+            "Cargo.toml should declare {want}"
+        );
     }
 
     #[test]
