@@ -10,11 +10,27 @@ use crate::ffi;
 use crate::vfs_ops;
 use std::ffi::c_void;
 
+/// Built inside a Samba source tree (see build.rs): that tree's release, its interface,
+/// and a table generated from its own vfs.h, which wins over the built-in one for it.
+#[cfg(aio_fork_tree)]
+mod tree {
+    pub const RELEASE: &str = env!("AIO_FORK_TREE_RELEASE");
+    pub fn interface() -> i32 {
+        env!("AIO_FORK_TREE_INTERFACE")
+            .parse()
+            .expect("build.rs writes a number")
+    }
+}
+
 /// VFS interface version of a Samba release "major.minor[.patch…]", if known.
 pub fn interface_for_version(version: &str) -> Option<i32> {
     let mut parts = version.split(|c: char| !c.is_ascii_digit());
     let major: u32 = parts.next()?.parse().ok()?;
     let minor: u32 = parts.next()?.parse().ok()?;
+    #[cfg(aio_fork_tree)]
+    if format!("{major}.{minor}") == tree::RELEASE {
+        return Some(tree::interface());
+    }
     match (major, minor) {
         (4, 17) => Some(47),
         (4, 18) => Some(48),
@@ -32,15 +48,23 @@ pub const KNOWN_RELEASES: &str = "4.17 to 4.25";
 
 /// The one log line for a Samba release without a table here: names it and the range.
 pub fn unknown_release_message(version: &str) -> String {
+    #[cfg(aio_fork_tree)]
+    let known = format!("{KNOWN_RELEASES} and {}", tree::RELEASE);
+    #[cfg(not(aio_fork_tree))]
+    let known = KNOWN_RELEASES;
     format!(
         "aio_fork cannot load into Samba {version}: this build knows the VFS interfaces of \
-         Samba {KNOWN_RELEASES} only"
+         Samba {known} only"
     )
 }
 
 /// The function table for `interface`, with a lifetime of the process (smbd keeps the
 /// pointer). Slots the module does not fill stay NULL: smbd passes those calls on.
 pub fn table_for(interface: i32) -> Option<*const c_void> {
+    #[cfg(aio_fork_tree)]
+    if interface == tree::interface() {
+        return Some(Box::leak(Box::new(table_tree())) as *const _ as *const c_void);
+    }
     match interface {
         47 | 48 => Some(Box::leak(Box::new(table_v47())) as *const _ as *const c_void),
         49..=51 => Some(Box::leak(Box::new(table_v49())) as *const _ as *const c_void),
@@ -82,38 +106,53 @@ fn table_v53() -> ffi::vfs_fn_pointers_v53 {
     fill_table!(ffi::vfs_fn_pointers_v53)
 }
 
+#[cfg(aio_fork_tree)]
+fn table_tree() -> ffi::vfs_fn_pointers_tree {
+    fill_table!(ffi::vfs_fn_pointers_tree)
+}
+
 /// The slot index of each filled slot of the table smbd gets for `interface`, in the
 /// order connect, disconnect, pread_send, pread_recv, pwrite_send, pwrite_recv,
 /// fsync_send, fsync_recv; and the table's slot count. Read from the very table
 /// `table_for` hands out, so tests can hold it against smbd's binaries.
 pub fn filled_slots(interface: i32) -> Option<(Vec<usize>, usize)> {
-    fn read<T>(t: &T) -> (Vec<usize>, usize) {
-        let n = std::mem::size_of::<T>() / std::mem::size_of::<usize>();
-        // SAFETY: the tables are structs of pointer-sized, nullable function pointers.
-        let words = unsafe { std::slice::from_raw_parts(t as *const T as *const usize, n) };
-        let ops: [usize; 8] = [
-            vfs_ops::connect as *const () as usize,
-            vfs_ops::disconnect as *const () as usize,
-            vfs_ops::pread_send as *const () as usize,
-            vfs_ops::pread_recv as *const () as usize,
-            vfs_ops::pwrite_send as *const () as usize,
-            vfs_ops::pwrite_recv as *const () as usize,
-            vfs_ops::fsync_send as *const () as usize,
-            vfs_ops::fsync_recv as *const () as usize,
-        ];
-        let slots = ops
-            .iter()
-            .map(|op| words.iter().position(|w| w == op).unwrap_or(usize::MAX))
-            .collect();
-        (slots, n)
+    #[cfg(aio_fork_tree)]
+    if interface == tree::interface() {
+        return Some(slot_positions(&table_tree()));
     }
+    builtin_filled_slots(interface)
+}
+
+/// `filled_slots` of the tables in `samba-headers/`, whatever tree the build is in.
+fn builtin_filled_slots(interface: i32) -> Option<(Vec<usize>, usize)> {
     match interface {
-        47 | 48 => Some(read(&table_v47())),
-        49..=51 => Some(read(&table_v49())),
-        52 => Some(read(&table_v52())),
-        53 => Some(read(&table_v53())),
+        47 | 48 => Some(slot_positions(&table_v47())),
+        49..=51 => Some(slot_positions(&table_v49())),
+        52 => Some(slot_positions(&table_v52())),
+        53 => Some(slot_positions(&table_v53())),
         _ => None,
     }
+}
+
+fn slot_positions<T>(t: &T) -> (Vec<usize>, usize) {
+    let n = std::mem::size_of::<T>() / std::mem::size_of::<usize>();
+    // SAFETY: the tables are structs of pointer-sized, nullable function pointers.
+    let words = unsafe { std::slice::from_raw_parts(t as *const T as *const usize, n) };
+    let ops: [usize; 8] = [
+        vfs_ops::connect as *const () as usize,
+        vfs_ops::disconnect as *const () as usize,
+        vfs_ops::pread_send as *const () as usize,
+        vfs_ops::pread_recv as *const () as usize,
+        vfs_ops::pwrite_send as *const () as usize,
+        vfs_ops::pwrite_recv as *const () as usize,
+        vfs_ops::fsync_send as *const () as usize,
+        vfs_ops::fsync_recv as *const () as usize,
+    ];
+    let slots = ops
+        .iter()
+        .map(|op| words.iter().position(|w| w == op).unwrap_or(usize::MAX))
+        .collect();
+    (slots, n)
 }
 
 #[cfg(test)]
@@ -165,6 +204,20 @@ mod tests {
         assert_eq!(interface_for_version(""), None);
     }
 
+    #[cfg(aio_fork_tree)]
+    #[test]
+    fn tree_table_matches_the_builtin_one_of_its_interface() {
+        // Built in a tree of a release samba-headers/ knows, both tables must agree.
+        let interface = tree::interface();
+        let ours = filled_slots(interface).expect("the tree's table");
+        println!("tree {} interface {interface}: {ours:?}", tree::RELEASE);
+        assert!(ours.0.iter().all(|&i| i < ours.1), "{ours:?}");
+        if let Some(builtin) = builtin_filled_slots(interface) {
+            assert_eq!(ours, builtin);
+        }
+    }
+
+    #[cfg(not(aio_fork_tree))]
     #[test]
     fn unknown_release_is_named_with_the_known_range() {
         let line = unknown_release_message("4.26.0-Debian");
