@@ -65,7 +65,12 @@ def build(bld):
         cmd = [_cargo(), 'build', '--release', '--locked',
                '--manifest-path', manifest.abspath(),
                '--target-dir', target_dir]
-        ret = task.exec_command(cmd)
+        # The tree's own source3/include/vfs.h and VERSION: build.rs generates the VFS
+        # table of this very release from them, so the module loads into it even when
+        # samba-headers/ does not know it yet (master, a newer release).
+        env = dict(os.environ)
+        env['AIO_FORK_SAMBA_SOURCE'] = bld.srcnode.abspath()
+        ret = task.exec_command(cmd, env=env)
         if ret:
             return ret
         for built, dest in [('libaio_fork.so', task.outputs[0].abspath()),

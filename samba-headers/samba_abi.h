@@ -3,7 +3,8 @@
  *
  * samba-dev ships neither source3/include/vfs.h nor smbd's structs, so the module keeps
  * this minimal view, checked against Samba 4.17.12 (VFS interface 47) and valid for
- * interfaces 47-50 (see DESIGN.md). Opaque structs stay opaque: the module reaches into
+ * interfaces 47-53 (Samba 4.17-4.25; tests/abi_layout.rs and tests/abi_binaries.rs check
+ * it against the real headers and binaries). Opaque structs stay opaque: the module reaches into
  * them only through functions smbd exports (fsp_get_io_fd, ...), because struct layouts
  * drift between releases.
  *
@@ -25,7 +26,7 @@ typedef uint32_t NTSTATUS;
 struct connection_struct;
 struct files_struct;
 
-/* source3/include/vfs.h, identical in interfaces 47-50. */
+/* source3/include/vfs.h, identical in interfaces 47-53. */
 struct vfs_handle_struct {
 	struct vfs_handle_struct *next, *prev;
 	const char *param;
@@ -41,7 +42,7 @@ struct vfs_aio_state {
 	uint64_t duration; /* nanoseconds */
 };
 
-/* The VFS slots the module fills (same signatures in interfaces 47-50). */
+/* The VFS slots the module fills (same signatures in interfaces 47-53). */
 typedef int (*aio_fork_connect_fn)(struct vfs_handle_struct *handle, const char *service,
 				   const char *user);
 typedef void (*aio_fork_disconnect_fn)(struct vfs_handle_struct *handle);
@@ -66,6 +67,8 @@ typedef int (*aio_fork_fsync_recv_fn)(struct tevent_req *req, struct vfs_aio_sta
 
 #include "vfs_fn_pointers_v47.h"
 #include "vfs_fn_pointers_v49.h"
+#include "vfs_fn_pointers_v52.h"
+#include "vfs_fn_pointers_v53.h"
 
 /*
  * Functions smbd exports, resolved at load time. The library each comes from is noted;
@@ -91,9 +94,11 @@ typedef struct tevent_req *(*smb_vfs_call_fsync_send_fn)(struct vfs_handle_struc
 							 TALLOC_CTX *mem_ctx,
 							 struct tevent_context *ev,
 							 struct files_struct *fsp);
-/* SMB_VFS_PREAD_RECV, SMB_VFS_PWRITE_RECV (exported functions, not macros) */
+/* The receive side of a request sent to the next module. Exported as SMB_VFS_PREAD_RECV,
+ * SMB_VFS_PWRITE_RECV, SMB_VFS_FSYNC_RECV up to Samba 4.23; from 4.24 those names are
+ * macros and the exported functions are smb_vfs_call_pread_recv, _pwrite_recv,
+ * _fsync_recv, with the same signatures. */
 typedef ssize_t (*smb_vfs_rw_recv_fn)(struct tevent_req *req, struct vfs_aio_state *state);
-/* SMB_VFS_FSYNC_RECV */
 typedef int (*smb_vfs_fsync_recv_fn)(struct tevent_req *req, struct vfs_aio_state *state);
 typedef int (*fsp_get_io_fd_fn)(const struct files_struct *fsp);
 typedef const char *(*fsp_str_dbg_fn)(const struct files_struct *fsp);

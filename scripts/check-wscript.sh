@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Checks the top-level `wscript`: builds the module inside a real Samba 4.17 source tree
-# the way an admin would (project linked into source3/modules/, one RECURSE line, Samba's
-# own waf), installs it into a DESTDIR, and then loads the result into the host's smbd as
+# Checks the top-level `wscript`: builds the module inside a real Samba source tree (4.17's
+# by default) the way an admin would (project linked into source3/modules/, one RECURSE
+# line, Samba's own waf), checks that its VFS table was generated from that tree's own
+# source3/include/vfs.h, installs it into a DESTDIR, and then loads the result into the host's smbd as
 # "aio_fork_rs" in a private namespace (host untouched) to prove the in-tree build works.
 #
 #   scripts/check-wscript.sh [ORIG_TARBALL]
@@ -84,6 +85,16 @@ buildtools/bin/waf build --targets=vfs_aio_fork_rs >"$CACHE/build.log" 2>&1 || {
 	tail -30 "$CACHE/build.log" >&2
 	exit 1
 }
+# build.rs writes the table it generated from the tree's own vfs.h, naming the file.
+generated=$(grep -l "from $tree/source3/include/vfs.h" \
+	$(find bin -path '*cargo-target/release/build/aio_fork-*' -name vfs_fn_pointers_tree.h) \
+	/dev/null 2>/dev/null | head -1)
+if [[ -z $generated ]]; then
+	log "the build did not generate its table from $tree/source3/include/vfs.h"
+	exit 1
+fi
+log "table from the tree's own header: $(sed -n 's/.*\(struct vfs_fn_pointers of Samba [0-9.]*\).*/\1/p' "$generated")," \
+	"$(grep -c ';' "$generated") slots ($generated)"
 destdir=$(mktemp -d)
 trap 'rm -rf "$destdir"' EXIT
 buildtools/bin/waf install --targets=vfs_aio_fork_rs --destdir="$destdir" >"$CACHE/install.log" 2>&1 || {

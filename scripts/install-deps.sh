@@ -15,7 +15,8 @@ packages=(
 	ctdb             # the two-node clustered Samba of the cluster test
 	python3-smbc     # libsmbclient from Python: the cluster test's second client
 	iproute2 util-linux procps psmisc # ip, unshare, ps, fuser: private namespaces for tests
-	debootstrap      # the Samba 4.22 root file system for the multi-release tests
+	debootstrap      # the root file systems of the other Samba releases the tests run
+	binutils         # objdump: tests/abi_binaries.rs reads each release's smbd
 	dpkg-dev man-db  # the Debian package (cargo-deb's dpkg-shlibdeps) and its man page test
 	fonts-dejavu-core # labels in the benchmark's PNG chart
 )

@@ -1,22 +1,46 @@
 #!/usr/bin/env bash
-# Builds, once, a Debian bookworm root file system with Samba 4.22 (smbd, smbpasswd,
-# smbclient) from bookworm-backports, and prints its path.
+# Builds, once, a Debian root file system holding one Samba release (smbd, smbpasswd,
+# smbclient, the C VFS modules), and prints its path.
+#
+#   scripts/samba-rootfs.sh [RELEASE]
+#
+# RELEASE (default 4.22.6) is one of the Samba releases Debian's archive serves besides
+# the host's 4.17.12:
+#   4.22.6   bookworm + bookworm-backports  -> /var/cache/aio_fork/rootfs-samba-4.22
+#   4.22.11  trixie (Debian 13)             -> /var/cache/aio_fork/rootfs-samba-4.22.11
+#   4.24.7   trixie + trixie-backports      -> /var/cache/aio_fork/rootfs-samba-4.24.7
+#   4.25.1   sid                            -> /var/cache/aio_fork/rootfs-samba-4.25.1
+# The names are the releases the archive holds today; the tree is checked to hold the
+# same major.minor (a newer patch release is fine).
 #
 # Why: the host runs Debian's Samba 4.17 and must stay untouched; the tests prove that
-# one build of the module also loads into 4.22 by running 4.22's smbd chrooted into this
-# tree (see scripts/run-in-samba-root.sh). The tree lives outside the repository, in a
-# cache directory CI can keep between runs.
+# one build of the module also loads into the other releases by running their smbd
+# chrooted into these trees (see scripts/run-in-samba-root.sh). The trees live outside
+# the repository, in a cache directory CI can keep between runs.
 #
 # Idempotent: a stamp file written as the very last step marks a complete tree; with it
 # present the script only prints the path. A tree without the stamp (an interrupted run)
 # is thrown away and rebuilt. Runs as root, non-interactively (CI=true, no stdin).
 #
 # Environment:
-#   AIO_FORK_ROOTFS  where the tree goes (default /var/cache/aio_fork/rootfs-samba-4.22)
+#   AIO_FORK_ROOTFS  where the tree goes (default: per release, above)
 #   AIO_FORK_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 set -euo pipefail
 
-ROOTFS=${AIO_FORK_ROOTFS:-/var/cache/aio_fork/rootfs-samba-4.22}
+RELEASE=${1:-4.22.6}
+# suite: what debootstrap installs; from: the suite Samba comes from (apt-get -t);
+# want: the `smbd -V` prefix the tree must show.
+case $RELEASE in
+4.22.6) suite=bookworm from=bookworm-backports want=4.22. dir=rootfs-samba-4.22 ;;
+4.22.11) suite=trixie from=trixie want=4.22. dir=rootfs-samba-4.22.11 ;;
+4.24.7) suite=trixie from=trixie-backports want=4.24. dir=rootfs-samba-4.24.7 ;;
+4.25.1) suite=sid from=sid want=4.25. dir=rootfs-samba-4.25.1 ;;
+*)
+	echo "samba-rootfs: unknown release '$RELEASE' (known: 4.22.6 4.22.11 4.24.7 4.25.1)" >&2
+	exit 2
+	;;
+esac
+ROOTFS=${AIO_FORK_ROOTFS:-/var/cache/aio_fork/$dir}
 MIRROR=${AIO_FORK_MIRROR:-http://deb.debian.org/debian}
 STAMP=$ROOTFS/.aio_fork-rootfs-complete
 # samba-vfs-modules: the C modules, among them vfs/aio_fork.so, the file the tests
@@ -65,37 +89,44 @@ if [[ -e $work ]]; then
 fi
 rm -rf --one-file-system "$ROOTFS" # no stamp: not ours to trust
 
-log "debootstrap bookworm (minbase) into $work"
-debootstrap --variant=minbase bookworm "$work" "$MIRROR" >"$work.debootstrap.log" 2>&1 || {
+log "debootstrap $suite (minbase) into $work"
+debootstrap --variant=minbase "$suite" "$work" "$MIRROR" >"$work.debootstrap.log" 2>&1 || {
 	tail -30 "$work.debootstrap.log" >&2
 	exit 1
 }
 rm -f "$work.debootstrap.log"
 
-# bookworm-backports as a deb822 file, like the host's own sources.
-cat >"$work/etc/apt/sources.list.d/backports.sources" <<EOF
+if [[ $from != "$suite" ]]; then
+	# The backports suite as a deb822 file, like the host's own sources.
+	cat >"$work/etc/apt/sources.list.d/backports.sources" <<EOF
 Types: deb
 URIs: $MIRROR
-Suites: bookworm-backports
+Suites: $from
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
+fi
+if [[ $suite == sid ]]; then
+	# The archive's copy of sid is a snapshot whose Release file is past its Valid-Until:
+	# without this, apt-get update inside the tree refuses it.
+	echo 'Acquire::Check-Valid-Until "false";' >"$work/etc/apt/apt.conf.d/99aio-fork-no-valid-until"
+fi
 # No daemon may start inside the tree while packages install (samba's postinst would
 # try): invoke-rc.d asks policy-rc.d, and 101 means "not allowed".
 printf '#!/bin/sh\nexit 101\n' >"$work/usr/sbin/policy-rc.d"
 chmod 755 "$work/usr/sbin/policy-rc.d"
 
-log "installing ${PACKAGES[*]} from bookworm-backports"
+log "installing ${PACKAGES[*]} from $from"
 # A private mount namespace: /proc and /dev/pts are mounted for the maintainer scripts
 # and vanish with the namespace, whatever happens.
 unshare --mount --propagation private sh -euc '
-	work=$1; shift
+	work=$1 from=$2; shift 2
 	mount -t proc proc "$work/proc"
 	mount --rbind /dev "$work/dev"
 	chroot "$work" apt-get update -qq
-	chroot "$work" apt-get install -y -qq --no-install-recommends -t bookworm-backports "$@"
+	chroot "$work" apt-get install -y -qq --no-install-recommends -t "$from" "$@"
 	chroot "$work" apt-get clean
-' sh "$work" "${PACKAGES[@]}" >"$work.install.log" 2>&1 </dev/null || {
+' sh "$work" "$from" "${PACKAGES[@]}" >"$work.install.log" 2>&1 </dev/null || {
 	tail -40 "$work.install.log" >&2
 	exit 1
 }
@@ -104,9 +135,9 @@ rm -rf "$work/var/lib/apt/lists/"* # 40+ MB the tests never need; apt-get update
 
 version=$(chroot "$work" smbd -V)
 case $version in
-"Version 4.22."*) ;;
+"Version $want"*) ;;
 *)
-	log "expected Samba 4.22 in the tree, got: $version"
+	log "expected Samba ${want}x in the tree, got: $version"
 	exit 1
 	;;
 esac

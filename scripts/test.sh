@@ -6,8 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-# Samba 4.22 root file system, built once (about 40 s) and cached outside the repository.
-rootfs=$(scripts/samba-rootfs.sh)
+# The other Samba releases, each in a root file system built once (about 60 s each) and
+# cached outside the repository: bookworm-backports, trixie, trixie-backports, sid.
+releases=(4.22.6 4.22.11 4.24.7 4.25.1)
+roots=()
+for release in "${releases[@]}"; do
+	roots+=("$(scripts/samba-rootfs.sh "$release")")
+done
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
@@ -21,13 +26,15 @@ status=0
 # Includes tests/cluster.rs: a two-node CTDB cluster, about 60 s (its own deadline: 20 min).
 cargo test --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
 
-# The tests that drive a real smbd once more, against Samba 4.22 (its smbd chrooted into
-# the root file system, see tests/common/samba_root.rs) with the same module build: one
-# build serves both releases.
-echo "== the smbd tests again, against $(cat "$rootfs/.aio_fork-rootfs-complete") =="
-AIO_FORK_SAMBA_ROOT=$rootfs cargo test --no-fail-fast \
-	--test transfers --test smbtorture_suites --test culling -- "$@" 2>&1 | tee -a "$log" ||
-	status=$?
+# The tests that drive a real smbd once more per release (its smbd chrooted into that
+# release's root file system, see tests/common/samba_root.rs) with the same module build:
+# one build serves every release.
+for rootfs in "${roots[@]}"; do
+	echo "== the smbd tests again, against $(cat "$rootfs/.aio_fork-rootfs-complete") =="
+	AIO_FORK_SAMBA_ROOT=$rootfs cargo test --no-fail-fast \
+		--test transfers --test smbtorture_suites --test culling --test stacking -- "$@" 2>&1 | tee -a "$log" ||
+		status=$?
+done
 
 # One closing line for all test binaries together.
 # (Namespaced tests echo their inner run indented, so only top-level results count.)

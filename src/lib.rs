@@ -59,10 +59,7 @@ unsafe fn register() -> ffi::NTSTATUS {
     };
     let version = samba::version_string(api);
     let Some(interface) = vfs_table::interface_for_version(&version) else {
-        tracing::error!(
-            "aio_fork cannot load into Samba {version}: this build knows the VFS interfaces \
-             of Samba 4.17 to 4.22 only"
-        );
+        tracing::error!("{}", vfs_table::unknown_release_message(&version));
         return ffi::NT_STATUS_NOT_SUPPORTED;
     };
     let Some(table) = vfs_table::table_for(interface) else {

@@ -66,9 +66,10 @@ pub fn resolve() -> Result<&'static SambaApi, String> {
         smb_vfs_call_pread_send: sym("smb_vfs_call_pread_send")?,
         smb_vfs_call_pwrite_send: sym("smb_vfs_call_pwrite_send")?,
         smb_vfs_call_fsync_send: sym("smb_vfs_call_fsync_send")?,
-        pread_recv: sym("SMB_VFS_PREAD_RECV")?,
-        pwrite_recv: sym("SMB_VFS_PWRITE_RECV")?,
-        fsync_recv: sym("SMB_VFS_FSYNC_RECV")?,
+        // Samba 4.17-4.23 export the first name; from 4.24 it is a macro over the second.
+        pread_recv: sym_either("smb_vfs_call_pread_recv", "SMB_VFS_PREAD_RECV")?,
+        pwrite_recv: sym_either("smb_vfs_call_pwrite_recv", "SMB_VFS_PWRITE_RECV")?,
+        fsync_recv: sym_either("smb_vfs_call_fsync_recv", "SMB_VFS_FSYNC_RECV")?,
         fsp_get_io_fd: sym("fsp_get_io_fd")?,
         fsp_str_dbg: sym("fsp_str_dbg")?,
         lp_parm_const_string: sym("lp_parm_const_string")?,
@@ -88,6 +89,14 @@ pub fn resolve_debug() -> Result<DebugApi, String> {
         dbghdrclass: sym("dbghdrclass")?,
         dbgtext: sym("dbgtext")?,
     })
+}
+
+/// The function exported under `name` or, if smbd has none by that name, under `other`
+/// (a function renamed between releases, same signature).
+fn sym_either<F: Copy>(name: &str, other: &str) -> Result<F, String> {
+    sym(name)
+        .or_else(|_| sym(other))
+        .map_err(|_| format!("smbd exports neither '{name}' nor '{other}'"))
 }
 
 /// Looks `name` up in the process (smbd and the libraries it loaded).

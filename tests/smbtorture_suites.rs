@@ -104,6 +104,13 @@ struct Expected {
     reason: String,
 }
 
+/// The expectations file in use, for messages: tests/expected.txt or a release's variant.
+fn expected_label() -> String {
+    let file = common::samba_root::expected_file(EXPECTED_FILE);
+    let name = file.file_name().map_or("".into(), |n| n.to_string_lossy());
+    format!("tests/{name}")
+}
+
 fn load_expected() -> BTreeMap<String, Expected> {
     // Against another release's smbd (AIO_FORK_SAMBA_ROOT): tests/expected-<release>.txt.
     let file = common::samba_root::expected_file(EXPECTED_FILE);
@@ -194,7 +201,8 @@ fn compare_with_plain(runs: &[SuiteRun], expected: &BTreeMap<String, Expected>) 
     for name in expected.keys() {
         if !names.contains(name.as_str()) {
             problems.push(format!(
-                "{name}: listed in tests/expected.txt but did not run (stale entry?)"
+                "{name}: listed in {} but did not run (stale entry?)",
+                expected_label()
             ));
         }
     }
@@ -210,9 +218,9 @@ fn mismatch(
 ) -> String {
     let show = |o: Option<Outcome>| o.map_or("missing".to_string(), |o| o.to_string());
     let source = if listed {
-        "tests/expected.txt"
+        expected_label()
     } else {
-        "the plain share"
+        "the plain share".to_string()
     };
     format!(
         "{name} on {share}: {} but {} says {}",
@@ -333,7 +341,7 @@ fn print_summary(
     for share in SHARES {
         print!("{:>22}", helpers.get(share).map_or(0, |r| r.max_live));
     }
-    println!("\nexpected differences (tests/expected.txt):");
+    println!("\nexpected differences ({}):", expected_label());
     for (name, entry) in expected {
         let outcomes: Vec<String> = entry
             .outcomes

@@ -52,26 +52,38 @@ pub fn check() {
     );
 }
 
-/// The Samba release ("4.22") of the root file system in use, from its stamp (`smbd -V`
-/// of the tree: "Version 4.22.6-Debian-..."); `None` for the host's Samba.
-pub fn release() -> Option<String> {
+/// The Samba version ("4.22.11") of the root file system in use, from its stamp (`smbd -V`
+/// of the tree: "Version 4.22.11-Debian-..."); `None` for the host's Samba.
+pub fn version() -> Option<String> {
     let root = root()?;
     let stamp = fs::read_to_string(root.join(STAMP)).ok()?;
     let version = stamp.trim().strip_prefix("Version ")?;
+    Some(version.split('-').next()?.to_string())
+}
+
+/// The Samba release ("4.22") of the root file system in use; `None` for the host's Samba.
+pub fn release() -> Option<String> {
+    let version = version()?;
     let mut parts = version.split('.');
     Some(format!("{}.{}", parts.next()?, parts.next()?))
 }
 
-/// Per-release variant of a file of expectations: `<stem>-<release>.<ext>` next to
-/// `default` when the tests run against a root file system's Samba (outcomes of
-/// Samba's own test suites differ between releases), else `default` itself.
+/// Per-release variant of a file of expectations when the tests run against a root file
+/// system's Samba (outcomes of Samba's own test suites differ between releases):
+/// `<stem>-<version>.<ext>` (e.g. expected-4.22.11.txt) if there is one, for a patch
+/// release that differs from others of its minor release, else `<stem>-<release>.<ext>`
+/// (expected-4.22.txt). For the host's Samba, `default` itself.
 pub fn expected_file(default: &str) -> PathBuf {
     let default = Path::new(default);
-    let Some(release) = release() else {
+    let (Some(version), Some(release)) = (version(), release()) else {
         return default.to_path_buf();
     };
     let stem = default.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     let ext = default.extension().and_then(|s| s.to_str()).unwrap_or("");
+    let exact = default.with_file_name(format!("{stem}-{version}.{ext}"));
+    if exact.exists() {
+        return exact;
+    }
     default.with_file_name(format!("{stem}-{release}.{ext}"))
 }
 
