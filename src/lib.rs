@@ -2,8 +2,8 @@
 //! fsyncs through a bounded pool of forked helper processes.
 //!
 //! Layout, by concern:
-//! - `ffi`, `samba`, `vfs_table`: the C ABI (bindgen types, smbd functions resolved at load
-//!   time, the per-interface function tables);
+//! - `ffi`, `samba`, `vfs_table`, `guard`: the C ABI (bindgen types, smbd functions resolved
+//!   at load time, the per-interface function tables, the panic boundary);
 //! - `vfs_ops`, `request`, `cached_read`: the VFS entry points, the tevent requests behind
 //!   them, and reads served from the page cache without a helper;
 //! - `pool`, `pool_policy`: the helper pool of a share connection;
@@ -18,6 +18,7 @@ pub mod cached_read;
 pub mod child;
 pub mod config;
 pub mod ffi;
+mod guard;
 pub mod latency;
 pub mod logging;
 pub mod parent;
@@ -40,7 +41,7 @@ use std::ffi::{c_void, CStr, CString};
 /// Called by smbd's module loader with its talloc context.
 #[no_mangle]
 pub unsafe extern "C" fn samba_init_module(_ctx: *mut c_void) -> ffi::NTSTATUS {
-    vfs_ops::guard(ffi::NT_STATUS_UNSUCCESSFUL, || {
+    guard::guard(ffi::NT_STATUS_UNSUCCESSFUL, || {
         // SAFETY: runs inside smbd, whose exported functions `register` resolves.
         unsafe { register() }
     })

@@ -919,7 +919,7 @@ unsafe extern "C" fn helper_readable(
     _flags: u16,
     private: *mut c_void,
 ) {
-    crate::vfs_ops::guard((), || {
+    crate::guard::guard((), || {
         // SAFETY: `private` is the Token of a live helper (the fde is freed with it), and
         // its pool is alive (the pool frees its fdes in Drop).
         let token = unsafe { &*(private as *const Token) };
@@ -935,7 +935,7 @@ unsafe extern "C" fn timer_fired(
     _now: ffi::timeval,
     private: *mut c_void,
 ) {
-    crate::vfs_ops::guard((), || {
+    crate::guard::guard((), || {
         // SAFETY: the timer is freed in Pool's Drop, so the pool is alive when it fires.
         let pool = unsafe { hold(private as *const Pool) };
         pool.on_timer();

@@ -7,30 +7,14 @@
 
 use crate::config::Config;
 use crate::ffi;
+use crate::guard::guard;
 use crate::pool::Pool;
 use crate::protocol::Op;
 use crate::request::{self, SendArgs};
 use crate::samba::api;
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::rc::Rc;
-
-/// Runs `f`; a panic is logged and turned into `on_panic`.
-pub fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(v) => v,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(panic = %what, "internal error caught at the smbd boundary");
-            on_panic
-        }
-    }
-}
 
 /// The share's pool, kept in `handle->data`.
 unsafe fn pool_of(handle: *mut ffi::vfs_handle_struct) -> Option<Rc<Pool>> {

@@ -1,4 +1,4 @@
-//! Faults (issue 4): helpers killed at random, fork() failing, a hung helper, clients
+//! Faults: helpers killed at random, fork() failing, a hung helper, clients
 //! killed with requests in flight, smbd killed, many clients at once, and backpressure.
 //! Each test runs its own smbd in a private namespace, transfers real files with
 //! smbclient (or smbtorture) while the fault happens, and checks every byte, the
@@ -42,7 +42,7 @@ const ERRATIC: (&str, &str) = ("vfs_aio_fork:erratic_testing_mode", "yes");
 /// its pool stopped waiting for it (100 ms, at disconnect) waits for its connection
 /// process to exit. A helper never reaped stays until its connection ends (seconds
 /// here), so 1 s tells the two apart. Where nothing else runs (smbd killed, test 5)
-/// the bound is ~100 ms, as issue 4 asks.
+/// the bound is ~100 ms.
 const ZOMBIE_LIMIT: Duration = Duration::from_secs(1);
 const IDLE_ZOMBIE_LIMIT: Duration = Duration::from_millis(100);
 /// How often the /proc watch samples.

@@ -1,4 +1,4 @@
-//! Side-by-side benchmark of smbd's asynchronous I/O backends (issue 6): the plain
+//! Side-by-side benchmark of smbd's asynchronous I/O backends: the plain
 //! share (Samba's default pthreadpool), `aio_pthread`, `io_uring`, Samba's C
 //! `aio_fork` and this project's module, in one private smbd, on the same workloads.
 //!
