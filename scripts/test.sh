@@ -26,13 +26,15 @@ status=0
 # Includes tests/cluster.rs: a two-node CTDB cluster, about 60 s (its own deadline: 20 min).
 cargo test --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
 
+# (tests/privileges.rs runs on the host's Samba only: it loop-mounts file systems under
+# the shares and preloads a ballast into smbd, which a chrooted smbd would not see.)
 # The tests that drive a real smbd once more per release (its smbd chrooted into that
 # release's root file system, see tests/common/samba_root.rs) with the same module build:
 # one build serves every release.
 for rootfs in "${roots[@]}"; do
 	echo "== the smbd tests again, against $(cat "$rootfs/.aio_fork-rootfs-complete") =="
 	AIO_FORK_SAMBA_ROOT=$rootfs cargo test --no-fail-fast \
-		--test transfers --test smbtorture_suites --test culling --test stacking -- "$@" 2>&1 | tee -a "$log" ||
+		--test transfers --test smbtorture_suites --test culling --test stacking --test security -- "$@" 2>&1 | tee -a "$log" ||
 		status=$?
 done
 

@@ -379,10 +379,16 @@ fn judge(found: &Inspection, share_dir: &Path, at_rest: bool) -> Vec<String> {
         ));
     }
     for (fd, target) in &others {
-        // Only a file of the share being served: the fd smbd passed with the request.
-        let in_share = Path::new(target).starts_with(share_dir)
-            && !target.ends_with(".tdb")
-            && Path::new(target).is_file();
+        // Only a file of the share being served: the fd smbd passed with the request. An
+        // smbd chrooted into a release's root file system opens it under that root.
+        let seen = match common::samba_root::root() {
+            Some(root) => Path::new(target)
+                .strip_prefix(&root)
+                .map(|p| Path::new("/").join(p))
+                .unwrap_or_else(|_| Path::new(target).to_path_buf()),
+            None => Path::new(target).to_path_buf(),
+        };
+        let in_share = seen.starts_with(share_dir) && !target.ends_with(".tdb") && seen.is_file();
         if !in_share {
             problems.push(format!(
                 "helper {pid}: fd {fd} -> {target}: not the helper's to hold (only its \
