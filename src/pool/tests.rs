@@ -528,3 +528,33 @@ fn requests_of_two_users_run_on_helpers_of_each_user() {
     );
     assert_eq!(pool.stats().zygotes, 2);
 }
+
+/// A large request whose next piece cannot be sent (its helper died right after answering
+/// the first) goes on, on a new helper, without waiting for any other event.
+#[test]
+fn a_piece_that_cannot_be_sent_is_resent_at_once() {
+    let lp = Loop::new();
+    let data = pattern(2 * BUFFER_SIZE, 6);
+    let file = temp_file(&data);
+    let pool = pool(
+        &lp,
+        Config {
+            max_helpers: 1,
+            ..config()
+        },
+    );
+    warm_up(&lp, &pool);
+    let only = pool.helper_pids()[0];
+    let mut back = vec![0u8; data.len()];
+    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
+    // The loop does not run: the helper's answer to the first piece waits in its socket.
+    std::thread::sleep(Duration::from_millis(500));
+    signal(only, nix::sys::signal::Signal::SIGKILL);
+    assert!(gone_soon(only));
+    lp.run_until("the read, on a new helper", Duration::from_secs(5), || {
+        outcome_of(1).is_some()
+    });
+    assert_eq!(outcome_of(1), Some(served(1, data.len() as isize)));
+    assert!(back == data);
+    assert_ne!(pool.helper_pids(), vec![only]);
+}
