@@ -239,7 +239,10 @@ class Probe:
             128 * KIB - 1, 128 * KIB, 128 * KIB + 1,
             MIB - 1, MIB, MIB + 1,
             8 * MIB - 1, 8 * MIB, 8 * MIB + 1,
-            8 * MIB + 8 * MIB + 1,
+            # Twice the largest write, yet below 16 MiB: a write PDU of 16 MiB or more
+            # does not fit the transport's 24-bit length, so the stream itself breaks and
+            # whether smbd still answers depends on TCP timing, on any share.
+            16 * MIB - 64 * KIB,
         ]
         for size in lengths:
             for label, offset in [("0", 0), ("4095", 4095)]:
