@@ -94,7 +94,7 @@ if [[ -z $generated ]]; then
 	exit 1
 fi
 log "table from the tree's own header: $(sed -n 's/.*\(struct vfs_fn_pointers of Samba [0-9.]*\).*/\1/p' "$generated")," \
-	"$(grep -c ';' "$generated") slots ($generated)"
+	"$(grep -c "^$(printf '\t')" "$generated") slots ($generated)"
 destdir=$(mktemp -d)
 trap 'rm -rf "$destdir"' EXIT
 buildtools/bin/waf install --targets=vfs_aio_fork_rs --destdir="$destdir" >"$CACHE/install.log" 2>&1 || {
