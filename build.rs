@@ -1,5 +1,5 @@
 //! Build: bindgen over `samba-headers/` (plus the public talloc/tevent headers), and `cc`
-//! for the few talloc/tevent calls that exist only as C macros (`src/c/shim.c`).
+//! for the few talloc/tevent calls that exist only as C macros (`src/abi/shim.c`).
 //!
 //! Inside a Samba source tree (the `wscript` sets `AIO_FORK_SAMBA_SOURCE` to the tree's
 //! top directory) the module also gets a table generated from that tree's own
@@ -26,13 +26,13 @@ const TYPED_SLOTS: [&str; 8] = [
 
 fn main() {
     println!("cargo:rerun-if-changed=samba-headers");
-    println!("cargo:rerun-if-changed=src/c/shim.c");
+    println!("cargo:rerun-if-changed=src/abi/shim.c");
     println!("cargo:rerun-if-env-changed=AIO_FORK_SAMBA_SOURCE");
     println!("cargo:rustc-check-cfg=cfg(aio_fork_tree)");
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
 
     cc::Build::new()
-        .file("src/c/shim.c")
+        .file("src/abi/shim.c")
         .warnings(true)
         .extra_warnings(true)
         .compile("aio_fork_shim");

@@ -1,39 +1,36 @@
 //! aio_fork: a Samba VFS module that serves a share's asynchronous reads, writes and
 //! fsyncs through a bounded pool of forked helper processes.
 //!
-//! Layout, by concern:
-//! - `ffi`, `samba`, `vfs_table`, `guard`: the C ABI (bindgen types, smbd functions resolved
-//!   at load time, the per-interface function tables, the panic boundary);
-//! - `vfs_ops`, `request`, `cached_read`: the VFS entry points, the tevent requests behind
-//!   them, and reads served from the page cache without a helper;
-//! - `pool`, `pool_policy`: the helper pool of a share connection;
+//! Layout: the folders say on which side of a process boundary code runs, because that
+//! decides what it may do.
+//! - `abi/`: the edge to smbd's C (bindgen types, smbd functions resolved at load time,
+//!   the panic boundary, the log bridge);
+//! - `vfs/`: the VFS entry points and their function table per VFS interface, the tevent
+//!   requests behind them, reads served from the page cache in smbd, the share's options;
+//! - `pool/`: the helper pool of one share connection (scheduling, policy, counters,
+//!   latency percentiles);
 //! - `parent/`: what runs in smbd to start, talk to, end and reap the module's processes;
 //! - `child/`: what runs in those processes (the helper program `src/bin/aio_fork_helper.rs`:
 //!   its zygote, the helpers, their credentials and sandbox), under the rules stated there;
-//! - `protocol`: what crosses the sockets between the two sides;
-//! - `config`, `stats`, `latency`, `logging`: share options, counters and latency
-//!   percentiles, the bridge into Samba's log.
+//! - `protocol`: what crosses the sockets between the two sides.
+//!
+//! Imports go one way: `vfs` uses `pool`, `pool` uses `parent`, `parent` and `child` share
+//! only `protocol`; everything in smbd may use `abi`, nothing in `child` does.
 
-pub mod cached_read;
-pub mod child;
-pub mod config;
-pub mod ffi;
-mod guard;
-pub mod latency;
-pub mod logging;
-pub mod parent;
-pub mod pool;
-pub mod pool_policy;
-pub mod protocol;
-pub mod request;
-pub mod samba;
-pub mod stats;
+mod abi;
+mod child;
+mod parent;
+mod pool;
+mod protocol;
 #[cfg(test)]
 mod test_util;
-pub mod vfs_ops;
-pub mod vfs_table;
+mod vfs;
 
+pub use vfs::table::{filled_slots, interface_for_version};
+
+use abi::{ffi, logging, samba};
 use std::ffi::{c_void, CStr, CString};
+use vfs::table as vfs_table;
 
 /// The module's entry point: smbd calls it once when it loads `vfs/<name>.so`.
 ///
@@ -41,7 +38,7 @@ use std::ffi::{c_void, CStr, CString};
 /// Called by smbd's module loader with its talloc context.
 #[no_mangle]
 pub unsafe extern "C" fn samba_init_module(_ctx: *mut c_void) -> ffi::NTSTATUS {
-    guard::guard(ffi::NT_STATUS_UNSUCCESSFUL, || {
+    abi::guard::guard(ffi::NT_STATUS_UNSUCCESSFUL, || {
         // SAFETY: runs inside smbd, whose exported functions `register` resolves.
         unsafe { register() }
     })
@@ -126,6 +123,18 @@ fn name_from_path(path: &str) -> String {
     } else {
         base.into()
     }
+}
+
+/// The helper program's entry point (`src/bin/aio_fork_helper.rs`).
+///
+/// # Safety
+/// `argv` holds `argc` NUL-terminated strings, as the C runtime passes them.
+pub unsafe fn helper_program_main(
+    argc: libc::c_int,
+    argv: *const *const libc::c_char,
+) -> libc::c_int {
+    // SAFETY: as the caller promises.
+    unsafe { child::zygote::main(argc, argv) }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aio_fork::vfs_table::{filled_slots, interface_for_version};
+use aio_fork::{filled_slots, interface_for_version};
 
 const ROOTFS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/samba-rootfs.sh");
 /// Releases with a root file system (arguments of samba-rootfs.sh).

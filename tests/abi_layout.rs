@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use aio_fork::vfs_table::interface_for_version;
+use aio_fork::interface_for_version;
 
 /// The script that fetches the real headers; named in every failure about them.
 const SOURCES_SCRIPT: &str = "scripts/samba-sources.sh";

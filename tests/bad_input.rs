@@ -1,7 +1,7 @@
 //! Bad input: requests a normal client does not send, and share options that make no
 //! sense. The module must answer exactly as a share without it does, and never crash.
 //!
-//! - `bad_input_same_status_as_plain`: in ONE smbd, `tests/bad_input_probe.py` (Samba's
+//! - `bad_input_same_status_as_plain`: in ONE smbd, `tests/clients/bad_input_probe.py` (Samba's
 //!   own client library) runs against `plain` (no module), `aio` and `aio_noinline`
 //!   (every read in a helper), over SMB2 and SMB1: reads and writes at offsets near and
 //!   past the largest off_t, past EOF, of zero length, of sizes just around 128 KiB,
@@ -39,7 +39,10 @@ use common::run;
 use common::smbd::{Smbd, SmbdBuilder, PASSWORD, USER};
 use common::stats;
 
-const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bad_input_probe.py");
+const PROBE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/bad_input_probe.py"
+);
 /// The reference: no VFS module.
 const PLAIN: &str = "plain";
 /// Reads all in the page cache are served in smbd (the module's default).

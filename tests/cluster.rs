@@ -43,8 +43,14 @@ const SUITES: [&str; 5] = [
 /// Each suite takes at most a few seconds here; this only bounds a hang.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(120);
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
-const EXPECTED_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/expected-cluster.txt");
-const CLIENT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster_client.py");
+const EXPECTED_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/expected/expected-cluster.txt"
+);
+const CLIENT_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/cluster_client.py"
+);
 /// The fault phase's files: large enough that the kill lands mid-transfer.
 const FAULT_SIZE: u64 = 256 * MIB;
 /// Node 1 is killed once this much of the put has reached the disk.
@@ -384,7 +390,7 @@ fn run_suites(cluster: &Cluster) -> SuiteResults {
     results
 }
 
-/// An entry of tests/expected-cluster.txt: on every node, each listed share gives the
+/// An entry of tests/expected/expected-cluster.txt: on every node, each listed share gives the
 /// listed outcome.
 #[derive(Debug)]
 struct Expected {
@@ -393,7 +399,7 @@ struct Expected {
 }
 
 fn load_expected() -> BTreeMap<String, Expected> {
-    let text = fs::read_to_string(EXPECTED_FILE).expect("read tests/expected-cluster.txt");
+    let text = fs::read_to_string(EXPECTED_FILE).expect("read tests/expected/expected-cluster.txt");
     parse_expected(&text)
 }
 
@@ -433,7 +439,7 @@ fn parse_expected(text: &str) -> BTreeMap<String, Expected> {
 }
 
 /// Per node, the aio share's outcome of every test must equal the plain share's,
-/// except as tests/expected-cluster.txt says; an entry that no longer holds fails.
+/// except as tests/expected/expected-cluster.txt says; an entry that no longer holds fails.
 fn compare_suites(results: &SuiteResults, expected: &BTreeMap<String, Expected>) -> Vec<String> {
     let mut problems = Vec::new();
     let mut used = BTreeSet::new();

@@ -14,7 +14,7 @@
 //!   module processes never exceed 6, every put succeeds byte for byte, and the stats
 //!   show requests handed to the next module because of the bound.
 //! - `spawn_cost_does_not_grow_with_smbd`: smbd made big before any connect (LD_PRELOAD
-//!   of bench/ballast.c, 0 / 512 / 2048 MiB touched): the time the module takes to have
+//!   of benches/c/ballast.c, 0 / 512 / 2048 MiB touched): the time the module takes to have
 //!   its first helper ready (zygote started as the user, helper forked: the stats'
 //!   `zygote_us_max` + `spawn_us_max`) stays flat.
 
@@ -41,7 +41,10 @@ use common::users::{self, User};
 
 const MIB: u64 = 1 << 20;
 const TIMEOUT: Duration = Duration::from_secs(120);
-const CLIENT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/privileges_client.py");
+const CLIENT_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/privileges_client.py"
+);
 const SHARES: [&str; 2] = ["plain", "aio"];
 
 #[test]
@@ -387,10 +390,10 @@ fn smbd_rss_mib(pid: u32) -> u64 {
         / 1024
 }
 
-/// bench/ballast.c as a shared object for LD_PRELOAD.
+/// benches/c/ballast.c as a shared object for LD_PRELOAD.
 fn build_ballast(dir: &Path) -> std::path::PathBuf {
     let out = dir.join("ballast.so");
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/ballast.c");
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/c/ballast.c");
     let cc = run::run(
         Command::new("gcc")
             .args(["-O2", "-shared", "-fPIC", "-o"])

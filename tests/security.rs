@@ -557,7 +557,10 @@ const ROUNDS: usize = 6;
 const PUT_SIZES: [u64; 6] = [1, 4095, 128 * 1024 + 1, MIB + 7, 8 * MIB + 3, 3 * MIB];
 /// Each user's files in their share before the clients start.
 const SEED_SIZES: [u64; 3] = [MIB + 1, 8 * MIB + 5, 300 * 1024];
-const CLIENT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/security_client.py");
+const CLIENT_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/security_client.py"
+);
 
 /// One user's share and the local copies of everything it must hold.
 struct Side {

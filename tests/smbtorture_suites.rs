@@ -1,6 +1,6 @@
 //! Samba's own smbtorture suites against the `aio` and `aio_erratic` shares must give
 //! the same per-test results as against the `plain` share of the same smbd, except
-//! for the entries of tests/expected.txt; and the aio shares' requests must have gone
+//! for the entries of tests/expected/expected.txt; and the aio shares' requests must have gone
 //! through helper processes.
 
 mod common;
@@ -34,7 +34,7 @@ const SUITES: [&str; 10] = [
 const AIO_DELAY_TIMEOUT: Duration = Duration::from_secs(20);
 /// The other suites take seconds; this only bounds a hang.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(180);
-const EXPECTED_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/expected.txt");
+const EXPECTED_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/expected/expected.txt");
 
 #[test]
 fn smbtorture_suites_match_plain_share() {
@@ -97,14 +97,14 @@ fn run_share(smbd: &Smbd, share: &str, kind: ModuleKind) -> (Vec<SuiteRun>, Samp
     (runs, sampler.finish())
 }
 
-/// One line of tests/expected.txt.
+/// One line of tests/expected/expected.txt.
 #[derive(Debug)]
 struct Expected {
     outcomes: BTreeMap<String, Outcome>,
     reason: String,
 }
 
-/// The expectations file in use, for messages: tests/expected.txt or a release's variant.
+/// The expectations file in use, for messages: tests/expected/expected.txt or a release's variant.
 fn expected_label() -> String {
     let file = common::samba_root::expected_file(EXPECTED_FILE);
     let name = file.file_name().map_or("".into(), |n| n.to_string_lossy());
@@ -112,7 +112,7 @@ fn expected_label() -> String {
 }
 
 fn load_expected() -> BTreeMap<String, Expected> {
-    // Against another release's smbd (AIO_FORK_SAMBA_ROOT): tests/expected-<release>.txt.
+    // Against another release's smbd (AIO_FORK_SAMBA_ROOT): tests/expected/expected-<release>.txt.
     let file = common::samba_root::expected_file(EXPECTED_FILE);
     let text = std::fs::read_to_string(&file)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));

@@ -1,5 +1,5 @@
 //! The two kinds of load: one smbclient moving a large file (sequential), and
-//! several `smbload` processes (bench/smbload.c, over libsmbclient) doing small
+//! several `smbload` processes (benches/c/smbload.c, over libsmbclient) doing small
 //! requests at random offsets.
 
 use std::fs;
@@ -17,15 +17,15 @@ use crate::common::smbd::{self, Smbd};
 
 /// The load generator's source, compiled at bench time (it is a C program over
 /// libsmbclient; no Rust binding of libsmbclient is needed for it).
-const SMBLOAD_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/smbload.c");
-const BALLAST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/ballast.c");
+const SMBLOAD_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/c/smbload.c");
+const BALLAST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/c/ballast.c");
 const SMBCLIENT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Connecting 8 clients takes well under a second; this only bounds a broken server.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long after its run time a client may take to report and exit.
 const FINISH_SLACK: Duration = Duration::from_secs(60);
 
-/// Compiles bench/smbload.c into `out_dir` with gcc; returns the program's path.
+/// Compiles benches/c/smbload.c into `out_dir` with gcc; returns the program's path.
 pub fn build_smbload(out_dir: &Path) -> PathBuf {
     let out = out_dir.join("smbload");
     gcc(
@@ -35,7 +35,7 @@ pub fn build_smbload(out_dir: &Path) -> PathBuf {
     out
 }
 
-/// Compiles bench/ballast.c (see there) into a shared object for LD_PRELOAD.
+/// Compiles benches/c/ballast.c (see there) into a shared object for LD_PRELOAD.
 pub fn build_ballast(out_dir: &Path) -> PathBuf {
     let out = out_dir.join("ballast.so");
     gcc(&["-shared", "-fPIC", BALLAST_SOURCE], &out);
@@ -93,7 +93,7 @@ pub struct RandomSpec<'a> {
     pub smbload: &'a Path,
     pub share: &'a str,
     pub file: &'a str,
-    /// `randread` or `randwrite` (see bench/smbload.c).
+    /// `randread` or `randwrite` (see benches/c/smbload.c).
     pub mode: &'a str,
     pub request_size: u64,
     pub clients: usize,

@@ -510,7 +510,7 @@ impl Bench {
     }
 
     /// How the cost of spawning a helper grows with smbd's size: smbd is made bigger
-    /// with an LD_PRELOADed ballast (bench/ballast.c); on each new connection the
+    /// with an LD_PRELOADed ballast (benches/c/ballast.c); on each new connection the
     /// first 4 KiB write makes a fork-based backend spawn its first helper, so its
     /// latency minus the median of the later writes is the spawn cost. (A write, not
     /// a read: our module serves cached reads without a helper.) The plain share

@@ -1,5 +1,5 @@
 //! The helper program: smbd starts it as `aio_fork_helper zygote <version> <smbd pid>`
-//! (see `aio_fork::child`). It is not meant to be run by hand.
+//! (see `src/child/`). It is not meant to be run by hand.
 #![no_main]
 
 /// The C runtime's entry point: the program needs none of Rust's runtime set-up, so it
@@ -11,5 +11,5 @@
 pub unsafe extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     // SAFETY: argc/argv as the C runtime passes them; _exit skips atexit handlers, which
     // the sandbox would refuse anyway.
-    unsafe { libc::_exit(aio_fork::child::zygote::main(argc, argv)) }
+    unsafe { libc::_exit(aio_fork::helper_program_main(argc, argv)) }
 }

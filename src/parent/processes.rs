@@ -26,6 +26,7 @@ impl Counter {
     }
 
     /// Slots taken now.
+    #[cfg(test)]
     pub fn live(&self) -> usize {
         self.0.load(Ordering::Acquire)
     }

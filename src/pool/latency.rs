@@ -51,6 +51,7 @@ impl Histogram {
         self.total += 1;
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.total
     }

@@ -70,7 +70,8 @@ const MAX_PROCESSES_COUNT: Count = Count {
     max: 1 << 16,
 };
 
-pub const DEFAULT_MAX_HELPERS: u32 = MAX_HELPERS_COUNT.default;
+#[cfg(test)]
+const DEFAULT_MAX_HELPERS: u32 = MAX_HELPERS_COUNT.default;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

@@ -1,6 +1,6 @@
 //! Per-share counters, logged when the share is disconnected.
 
-use crate::latency::Histogram;
+use crate::pool::latency::Histogram;
 use std::fmt;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -1,12 +1,12 @@
 //! One async VFS request as smbd sees it: a tevent request whose state is a `ReqState`
 //! living in talloc memory, served by the pool or handed to the next module.
 
-use crate::cached_read::{self, CachedRead};
-use crate::ffi;
+use crate::abi::ffi;
+use crate::abi::samba::api;
 use crate::parent::credentials::Credentials;
 use crate::pool::{Action, Job, JobId, Pool};
 use crate::protocol::Op;
-use crate::samba::api;
+use crate::vfs::cached_read::{self, CachedRead};
 use std::ffi::c_void;
 use std::rc::Rc;
 use std::{mem, ptr};
@@ -246,7 +246,7 @@ unsafe fn fall_back(req: *mut ffi::tevent_req, done: usize) {
 }
 
 unsafe extern "C" fn fallback_done(subreq: *mut ffi::tevent_req) {
-    crate::guard::guard((), || {
+    crate::abi::guard::guard((), || {
         // SAFETY: tevent calls us with the subrequest we created and its callback data.
         unsafe {
             let req = ffi::aio_fork_req_callback_data(subreq) as *mut ffi::tevent_req;
@@ -301,7 +301,7 @@ unsafe fn state_of<'a>(req: *mut ffi::tevent_req) -> &'a mut ReqState {
 
 /// talloc destructor of the state: smbd freed the request (done, or client gone).
 unsafe extern "C" fn state_destructor(ptr: *mut c_void) -> libc::c_int {
-    crate::guard::guard(0, || {
+    crate::abi::guard::guard(0, || {
         // SAFETY: ptr is the ReqState written in `send`; talloc calls this once.
         unsafe {
             let state = ptr as *mut ReqState;

@@ -3,7 +3,7 @@
 //! Not linking them keeps one build loadable into several Samba releases (their private
 //! libraries version every symbol per release) and lets unit tests link without smbd.
 
-use crate::ffi;
+use crate::abi::ffi;
 use std::ffi::{c_void, CStr};
 use std::sync::OnceLock;
 
@@ -18,12 +18,10 @@ pub struct SambaApi {
     pub pwrite_recv: NonNull<ffi::smb_vfs_rw_recv_fn>,
     pub fsync_recv: NonNull<ffi::smb_vfs_fsync_recv_fn>,
     pub fsp_get_io_fd: NonNull<ffi::fsp_get_io_fd_fn>,
-    pub fsp_str_dbg: NonNull<ffi::fsp_str_dbg_fn>,
     pub lp_parm_const_string: NonNull<ffi::lp_parm_const_string_fn>,
     pub lp_servicenumber: NonNull<ffi::lp_servicenumber_fn>,
     pub global_event_context: NonNull<ffi::global_event_context_fn>,
     pub samba_version_string: NonNull<ffi::samba_version_string_fn>,
-    pub debug: DebugApi,
 }
 
 /// Samba's debug log entry points (libsamba-debug).
@@ -71,12 +69,10 @@ pub fn resolve() -> Result<&'static SambaApi, String> {
         pwrite_recv: sym_either("smb_vfs_call_pwrite_recv", "SMB_VFS_PWRITE_RECV")?,
         fsync_recv: sym_either("smb_vfs_call_fsync_recv", "SMB_VFS_FSYNC_RECV")?,
         fsp_get_io_fd: sym("fsp_get_io_fd")?,
-        fsp_str_dbg: sym("fsp_str_dbg")?,
         lp_parm_const_string: sym("lp_parm_const_string")?,
         lp_servicenumber: sym("lp_servicenumber")?,
         global_event_context: sym("global_event_context")?,
         samba_version_string: sym("samba_version_string")?,
-        debug: resolve_debug()?,
     };
     Ok(API.get_or_init(|| api))
 }

@@ -14,7 +14,7 @@ use std::os::raw::{c_int, c_void};
 
 include!(concat!(env!("OUT_DIR"), "/samba_abi.rs"));
 
-// `src/c/shim.c`: talloc/tevent macros as functions.
+// `src/abi/shim.c`: talloc/tevent macros as functions.
 extern "C" {
     pub fn aio_fork_req_create(
         mem_ctx: *mut c_void,

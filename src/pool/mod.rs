@@ -15,16 +15,20 @@
 //! queued as `Action`s in `completing` and run one by one afterwards; a request freed in
 //! the meantime removes its own pending actions (see `forget`).
 
-use crate::config::Config;
-use crate::ffi;
+pub mod latency;
+mod policy;
+pub mod stats;
+
+use crate::abi::ffi;
 use crate::parent::credentials::Credentials;
 use crate::parent::helper::{HelperProcess, ReplyRead, BUFFER_SIZE};
 use crate::parent::processes::{Slot, PROCESSES};
 use crate::parent::reap;
 use crate::parent::zygote::Zygote;
-use crate::pool_policy::{self, Placement};
 use crate::protocol::{self, Op, Request, FLAG_ERRATIC};
-use crate::stats::Stats;
+use crate::vfs::config::Config;
+use policy::Placement;
+use stats::Stats;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_void, CString};
@@ -200,6 +204,7 @@ impl Pool {
         self.inner.borrow().stats.clone()
     }
 
+    #[cfg(test)]
     pub fn helper_pids(&self) -> Vec<i32> {
         let inner = self.inner.borrow();
         inner.helpers.iter().map(|h| h.process.pid()).collect()
@@ -471,7 +476,7 @@ impl PoolInner {
     /// another crew's idle helper if need be); `None`: the job must wait.
     fn free_helper(&mut self, crew: usize) -> Option<usize> {
         let (idle, since) = self.idle_helpers(Some(crew));
-        match pool_policy::place(&since, self.helpers.len(), self.cfg.max_helpers as usize) {
+        match policy::place(&since, self.helpers.len(), self.cfg.max_helpers as usize) {
             Placement::Idle(i) => Some(idle[i]),
             Placement::Spawn => self.spawn(crew),
             Placement::Wait => {
@@ -807,7 +812,7 @@ impl PoolInner {
     fn cull(&mut self, now: Instant) {
         for crew in 0..self.crews.len() {
             let (idle, since) = self.idle_helpers(Some(crew));
-            let picked = pool_policy::to_cull(
+            let picked = policy::to_cull(
                 &since,
                 self.crew_size(crew),
                 self.cfg.min_helpers as usize,
@@ -856,7 +861,7 @@ impl PoolInner {
         let cull = (0..self.crews.len())
             .filter_map(|crew| {
                 let (_, idle) = self.idle_helpers(Some(crew));
-                pool_policy::next_cull(
+                policy::next_cull(
                     &idle,
                     self.crew_size(crew),
                     self.cfg.min_helpers as usize,
@@ -919,7 +924,7 @@ unsafe extern "C" fn helper_readable(
     _flags: u16,
     private: *mut c_void,
 ) {
-    crate::guard::guard((), || {
+    crate::abi::guard::guard((), || {
         // SAFETY: `private` is the Token of a live helper (the fde is freed with it), and
         // its pool is alive (the pool frees its fdes in Drop).
         let token = unsafe { &*(private as *const Token) };
@@ -935,7 +940,7 @@ unsafe extern "C" fn timer_fired(
     _now: ffi::timeval,
     private: *mut c_void,
 ) {
-    crate::guard::guard((), || {
+    crate::abi::guard::guard((), || {
         // SAFETY: the timer is freed in Pool's Drop, so the pool is alive when it fires.
         let pool = unsafe { hold(private as *const Pool) };
         pool.on_timer();

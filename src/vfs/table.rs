@@ -6,8 +6,8 @@
 //! disconnect, which moves every slot the module fills but connect/disconnect). One build
 //! carries one table per shape and picks by `samba_version_string()` at load time.
 
-use crate::ffi;
-use crate::vfs_ops;
+use super::ops;
+use crate::abi::ffi;
 use std::ffi::c_void;
 
 /// Built inside a Samba source tree (see build.rs): that tree's release, its interface,
@@ -78,14 +78,14 @@ macro_rules! fill_table {
     ($ty:ty) => {{
         // SAFETY: the table is a struct of nullable pointers; all-zero means "all NULL".
         let mut t: $ty = unsafe { std::mem::zeroed() };
-        t.connect_fn = Some(vfs_ops::connect);
-        t.disconnect_fn = Some(vfs_ops::disconnect);
-        t.pread_send_fn = Some(vfs_ops::pread_send);
-        t.pread_recv_fn = Some(vfs_ops::pread_recv);
-        t.pwrite_send_fn = Some(vfs_ops::pwrite_send);
-        t.pwrite_recv_fn = Some(vfs_ops::pwrite_recv);
-        t.fsync_send_fn = Some(vfs_ops::fsync_send);
-        t.fsync_recv_fn = Some(vfs_ops::fsync_recv);
+        t.connect_fn = Some(ops::connect);
+        t.disconnect_fn = Some(ops::disconnect);
+        t.pread_send_fn = Some(ops::pread_send);
+        t.pread_recv_fn = Some(ops::pread_recv);
+        t.pwrite_send_fn = Some(ops::pwrite_send);
+        t.pwrite_recv_fn = Some(ops::pwrite_recv);
+        t.fsync_send_fn = Some(ops::fsync_send);
+        t.fsync_recv_fn = Some(ops::fsync_recv);
         t
     }};
 }
@@ -139,14 +139,14 @@ fn slot_positions<T>(t: &T) -> (Vec<usize>, usize) {
     // SAFETY: the tables are structs of pointer-sized, nullable function pointers.
     let words = unsafe { std::slice::from_raw_parts(t as *const T as *const usize, n) };
     let ops: [usize; 8] = [
-        vfs_ops::connect as *const () as usize,
-        vfs_ops::disconnect as *const () as usize,
-        vfs_ops::pread_send as *const () as usize,
-        vfs_ops::pread_recv as *const () as usize,
-        vfs_ops::pwrite_send as *const () as usize,
-        vfs_ops::pwrite_recv as *const () as usize,
-        vfs_ops::fsync_send as *const () as usize,
-        vfs_ops::fsync_recv as *const () as usize,
+        ops::connect as *const () as usize,
+        ops::disconnect as *const () as usize,
+        ops::pread_send as *const () as usize,
+        ops::pread_recv as *const () as usize,
+        ops::pwrite_send as *const () as usize,
+        ops::pwrite_recv as *const () as usize,
+        ops::fsync_send as *const () as usize,
+        ops::fsync_recv as *const () as usize,
     ];
     let slots = ops
         .iter()
@@ -237,7 +237,7 @@ mod tests {
             .expect("some release is unknown");
         let want = format!("breaks = \"samba (>= 2:4.{first_unknown}~)\"");
         assert!(
-            include_str!("../Cargo.toml").contains(&want),
+            include_str!("../../Cargo.toml").contains(&want),
             "Cargo.toml should declare {want}"
         );
     }

@@ -3,7 +3,7 @@
 //! `log level = 1 aio_fork:10` then works as for any Samba module: the class level is read
 //! at each event, so `smbcontrol smbd debug` changes take effect at once.
 
-use crate::samba::DebugApi;
+use crate::abi::samba::DebugApi;
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,13 +5,13 @@
 //! module's function table with the arguments its VFS layer documents.
 #![allow(clippy::missing_safety_doc)]
 
-use crate::config::Config;
-use crate::ffi;
-use crate::guard::guard;
+use crate::abi::ffi;
+use crate::abi::guard::guard;
+use crate::abi::samba::api;
 use crate::pool::Pool;
 use crate::protocol::Op;
-use crate::request::{self, SendArgs};
-use crate::samba::api;
+use crate::vfs::config::Config;
+use crate::vfs::request::{self, SendArgs};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::ptr;
 use std::rc::Rc;
