@@ -12,13 +12,15 @@
 //! - `parent/`: what runs in smbd to start, talk to, end and reap the module's processes;
 //! - `child/`: what runs in those processes (the helper program `src/bin/aio_fork_helper.rs`:
 //!   its zygote, the helpers, their credentials and sandbox), under the rules stated there;
-//! - `protocol`: what crosses the sockets between the two sides.
+//! - `protocol`: what crosses the sockets between the two sides; `config`: the share's
+//!   options, parsed and checked.
 //!
 //! Imports go one way: `vfs` uses `pool`, `pool` uses `parent`, `parent` and `child` share
 //! only `protocol`; everything in smbd may use `abi`, nothing in `child` does.
 
 mod abi;
 mod child;
+mod config;
 mod parent;
 mod pool;
 mod protocol;
@@ -29,7 +31,7 @@ mod vfs;
 pub use vfs::table::{filled_slots, interface_for_version};
 
 use abi::{ffi, logging, samba};
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{c_void, CString};
 use vfs::table as vfs_table;
 
 /// The module's entry point: smbd calls it once when it loads `vfs/<name>.so`.
@@ -75,43 +77,10 @@ unsafe fn register() -> ffi::NTSTATUS {
     status
 }
 
-/// The helper program's file name, looked for next to the module file.
-pub const HELPER_PROGRAM_NAME: &str = "aio_fork_helper";
-
-/// The helper program: `configured` (`aio_fork:helper program`), else the one in the
-/// module file's directory (`<MODULESDIR>/vfs/aio_fork_helper` when installed).
-pub fn helper_program(configured: Option<&str>) -> CString {
-    let path = match configured {
-        Some(p) => p.to_string(),
-        None => {
-            let module = module_path().unwrap_or_default();
-            let dir = module.rsplit_once('/').map_or(".", |(d, _)| d).to_string();
-            format!("{dir}/{HELPER_PROGRAM_NAME}")
-        }
-    };
-    CString::new(path).unwrap_or_else(|_| CString::from(c"/nonexistent"))
-}
-
-/// The path smbd loaded this module from.
-fn module_path() -> Option<String> {
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: dladdr only reads the loader's tables for an address inside this library.
-    let found = unsafe { libc::dladdr(samba_init_module as *const c_void, &mut info) } != 0;
-    if !found || info.dli_fname.is_null() {
-        return None;
-    }
-    // SAFETY: dladdr returned a NUL-terminated path owned by the loader.
-    Some(
-        unsafe { CStr::from_ptr(info.dli_fname) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
-
 /// The VFS name to register: the file's own base name (`aio_fork.so` → "aio_fork"), so the
 /// module can also be installed beside Samba's C module, e.g. as `aio_fork_rs.so`.
 fn module_name() -> String {
-    module_path().map_or_else(|| "aio_fork".into(), |p| name_from_path(&p))
+    abi::module_file::path().map_or_else(|| "aio_fork".into(), |p| name_from_path(&p))
 }
 
 fn name_from_path(path: &str) -> String {

@@ -1,8 +1,9 @@
 //! The edge to smbd's C: bindgen types and the C shim, the smbd functions resolved at load
-//! time, the panic boundary, and the bridge
+//! time, the module's own file, the panic boundary, and the bridge
 //! from `tracing` into Samba's debug log. Every `unsafe` call into Samba goes through here.
 
 pub mod ffi;
 pub mod guard;
 pub mod logging;
+pub mod module_file;
 pub mod samba;

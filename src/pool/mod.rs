@@ -20,13 +20,13 @@ mod policy;
 pub mod stats;
 
 use crate::abi::ffi;
+use crate::config::Config;
 use crate::parent::credentials::Credentials;
 use crate::parent::helper::{HelperProcess, ReplyRead, BUFFER_SIZE};
 use crate::parent::processes::{Slot, PROCESSES};
 use crate::parent::reap;
 use crate::parent::zygote::Zygote;
 use crate::protocol::{self, Op, Request, FLAG_ERRATIC};
-use crate::vfs::config::Config;
 use policy::Placement;
 use stats::Stats;
 use std::cell::RefCell;

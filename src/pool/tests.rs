@@ -2,9 +2,9 @@
 //! helper deaths and hangs, backpressure, fork failure, culling, freed requests.
 
 use super::*;
+use crate::config::Config;
 use crate::parent::credentials::Credentials;
 use crate::test_util::temp_file;
-use crate::vfs::config::Config;
 use std::cell::RefCell;
 use std::io::{Read, Seek};
 use std::os::fd::AsRawFd;

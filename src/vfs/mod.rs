@@ -1,9 +1,8 @@
 //! The VFS entry points smbd calls (`ops`), the tevent requests behind them (`request`),
-//! reads served from the page cache in smbd (`cached_read`), the share's options
-//! (`config`), and the function table of each VFS interface (`table`).
+//! reads served from the page cache in smbd (`cached_read`), and the function table of each
+//! VFS interface (`table`).
 
 pub mod cached_read;
-pub mod config;
 pub mod ops;
 pub mod request;
 pub mod table;

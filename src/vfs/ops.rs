@@ -8,9 +8,9 @@
 use crate::abi::ffi;
 use crate::abi::guard::guard;
 use crate::abi::samba::api;
+use crate::config::Config;
 use crate::pool::Pool;
 use crate::protocol::Op;
-use crate::vfs::config::Config;
 use crate::vfs::request::{self, SendArgs};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::ptr;
@@ -63,7 +63,7 @@ pub unsafe extern "C" fn connect(
                 "aio_fork connected"
             );
             let ev = (api.global_event_context)();
-            let program = crate::helper_program(cfg.helper_program.as_deref());
+            let program = crate::abi::module_file::helper_program(cfg.helper_program.as_deref());
             let pool = Pool::new(share, cfg, program, ev, request::run_action);
             (*handle).data = Box::into_raw(Box::new(pool)) as *mut c_void;
             (*handle).free_data = Some(free_pool);
