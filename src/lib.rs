@@ -18,6 +18,8 @@
 //! Imports go one way: `vfs` uses `pool`, `pool` uses `parent`, `parent` and `child` share
 //! only `protocol`; everything in smbd may use `abi`, nothing in `child` does.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 mod abi;
 mod child;
 mod config;
@@ -47,34 +49,37 @@ pub unsafe extern "C" fn samba_init_module(_ctx: *mut c_void) -> ffi::NTSTATUS {
 }
 
 unsafe fn register() -> ffi::NTSTATUS {
-    if let Ok(debug) = samba::resolve_debug() {
-        logging::install(debug);
-    }
-    let api = match samba::resolve() {
-        Ok(api) => api,
-        Err(e) => {
-            tracing::error!("aio_fork cannot load: {e}");
-            return ffi::NT_STATUS_NOT_SUPPORTED;
+    // SAFETY: runs inside smbd's module loader, which exports the functions resolved here.
+    unsafe {
+        if let Ok(debug) = samba::resolve_debug() {
+            logging::install(debug);
         }
-    };
-    let version = samba::version_string(api);
-    let Some(interface) = vfs_table::interface_for_version(&version) else {
-        tracing::error!("{}", vfs_table::unknown_release_message(&version));
-        return ffi::NT_STATUS_NOT_SUPPORTED;
-    };
-    let Some(table) = vfs_table::table_for(interface) else {
-        return ffi::NT_STATUS_NOT_SUPPORTED;
-    };
-    let name = module_name();
-    let Ok(cname) = CString::new(name.as_str()) else {
-        return ffi::NT_STATUS_UNSUCCESSFUL;
-    };
-    let status = (api.smb_register_vfs)(interface, cname.as_ptr(), table);
-    tracing::debug!(
-        name = %name, interface, version = %version, status = format_args!("{status:#x}"),
-        "registered"
-    );
-    status
+        let api = match samba::resolve() {
+            Ok(api) => api,
+            Err(e) => {
+                tracing::error!("aio_fork cannot load: {e}");
+                return ffi::NT_STATUS_NOT_SUPPORTED;
+            }
+        };
+        let version = samba::version_string(api);
+        let Some(interface) = vfs_table::interface_for_version(&version) else {
+            tracing::error!("{}", vfs_table::unknown_release_message(&version));
+            return ffi::NT_STATUS_NOT_SUPPORTED;
+        };
+        let Some(table) = vfs_table::table_for(interface) else {
+            return ffi::NT_STATUS_NOT_SUPPORTED;
+        };
+        let name = module_name();
+        let Ok(cname) = CString::new(name.as_str()) else {
+            return ffi::NT_STATUS_UNSUCCESSFUL;
+        };
+        let status = (api.smb_register_vfs)(interface, cname.as_ptr(), table);
+        tracing::debug!(
+            name = %name, interface, version = %version, status = format_args!("{status:#x}"),
+            "registered"
+        );
+        status
+    }
 }
 
 /// The VFS name to register: the file's own base name (`aio_fork.so` → "aio_fork"), so the

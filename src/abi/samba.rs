@@ -9,32 +9,32 @@ use std::sync::OnceLock;
 
 pub struct SambaApi {
     pub smb_register_vfs: unsafe extern "C" fn(i32, *const i8, *const c_void) -> ffi::NTSTATUS,
-    pub smb_vfs_call_connect: NonNull<ffi::smb_vfs_call_connect_fn>,
-    pub smb_vfs_call_disconnect: NonNull<ffi::smb_vfs_call_disconnect_fn>,
-    pub smb_vfs_call_pread_send: NonNull<ffi::smb_vfs_call_pread_send_fn>,
-    pub smb_vfs_call_pwrite_send: NonNull<ffi::smb_vfs_call_pwrite_send_fn>,
-    pub smb_vfs_call_fsync_send: NonNull<ffi::smb_vfs_call_fsync_send_fn>,
-    pub pread_recv: NonNull<ffi::smb_vfs_rw_recv_fn>,
-    pub pwrite_recv: NonNull<ffi::smb_vfs_rw_recv_fn>,
-    pub fsync_recv: NonNull<ffi::smb_vfs_fsync_recv_fn>,
-    pub fsp_get_io_fd: NonNull<ffi::fsp_get_io_fd_fn>,
-    pub lp_parm_const_string: NonNull<ffi::lp_parm_const_string_fn>,
-    pub lp_servicenumber: NonNull<ffi::lp_servicenumber_fn>,
-    pub global_event_context: NonNull<ffi::global_event_context_fn>,
-    pub samba_version_string: NonNull<ffi::samba_version_string_fn>,
+    pub smb_vfs_call_connect: Resolved<ffi::smb_vfs_call_connect_fn>,
+    pub smb_vfs_call_disconnect: Resolved<ffi::smb_vfs_call_disconnect_fn>,
+    pub smb_vfs_call_pread_send: Resolved<ffi::smb_vfs_call_pread_send_fn>,
+    pub smb_vfs_call_pwrite_send: Resolved<ffi::smb_vfs_call_pwrite_send_fn>,
+    pub smb_vfs_call_fsync_send: Resolved<ffi::smb_vfs_call_fsync_send_fn>,
+    pub pread_recv: Resolved<ffi::smb_vfs_rw_recv_fn>,
+    pub pwrite_recv: Resolved<ffi::smb_vfs_rw_recv_fn>,
+    pub fsync_recv: Resolved<ffi::smb_vfs_fsync_recv_fn>,
+    pub fsp_get_io_fd: Resolved<ffi::fsp_get_io_fd_fn>,
+    pub lp_parm_const_string: Resolved<ffi::lp_parm_const_string_fn>,
+    pub lp_servicenumber: Resolved<ffi::lp_servicenumber_fn>,
+    pub global_event_context: Resolved<ffi::global_event_context_fn>,
+    pub samba_version_string: Resolved<ffi::samba_version_string_fn>,
 }
 
 /// Samba's debug log entry points (libsamba-debug).
 #[derive(Clone, Copy)]
 pub struct DebugApi {
-    pub debug_add_class: NonNull<ffi::debug_add_class_fn>,
-    pub debuglevel_get_class: NonNull<ffi::debuglevel_get_class_fn>,
-    pub dbghdrclass: NonNull<ffi::dbghdrclass_fn>,
-    pub dbgtext: NonNull<ffi::dbgtext_fn>,
+    pub debug_add_class: Resolved<ffi::debug_add_class_fn>,
+    pub debuglevel_get_class: Resolved<ffi::debuglevel_get_class_fn>,
+    pub dbghdrclass: Resolved<ffi::dbghdrclass_fn>,
+    pub dbgtext: Resolved<ffi::dbgtext_fn>,
 }
 
 /// bindgen's `*_fn` typedefs are `Option<fn>`; this is the resolved, non-null function.
-pub type NonNull<T> = <T as Unwrap>::Fn;
+pub type Resolved<T> = <T as Unwrap>::Fn;
 
 pub trait Unwrap {
     type Fn: Copy;

@@ -25,22 +25,22 @@ pub const HELPER_COMM: &[u8; 16] = b"aio_fork_helper\0";
 /// socketpair and `buf` a shared mapping valid in this process.
 pub unsafe fn run(sock: libc::c_int, buf: SharedBuf, zygote: libc::pid_t) -> ! {
     if let Err(code) = set_up(sock, zygote, super::sandbox::enter) {
-        libc::_exit(code);
+        sys::exit(code);
     }
+    // SAFETY: the caller hands us the mapping; nothing else in this process touches it.
+    let buf = unsafe { std::slice::from_raw_parts_mut(buf.ptr, buf.len) };
     let mut rng = Rng::seeded();
     loop {
         let mut fd: libc::c_int = -1;
         let req = match receive(sock, &mut fd) {
             Received::Request(req) => req,
             Received::Again => continue,
-            Received::Closed => libc::_exit(0),
+            Received::Closed => sys::exit(0),
         };
         let reply = serve(&req, fd, buf, &mut rng);
-        if fd >= 0 {
-            libc::close(fd);
-        }
+        sys::close(fd);
         if !send_reply(sock, &reply) {
-            libc::_exit(0);
+            sys::exit(0);
         }
     }
 }
@@ -66,7 +66,7 @@ enum Received {
 }
 
 /// Receives one request and the fd that came with it.
-unsafe fn receive(sock: libc::c_int, fd: &mut libc::c_int) -> Received {
+fn receive(sock: libc::c_int, fd: &mut libc::c_int) -> Received {
     let mut req = MaybeUninit::<Request>::zeroed();
     let mut iov = libc::iovec {
         iov_base: req.as_mut_ptr() as *mut libc::c_void,
@@ -74,13 +74,15 @@ unsafe fn receive(sock: libc::c_int, fd: &mut libc::c_int) -> Received {
     };
     // Room for one SCM_RIGHTS fd; u64 array for cmsghdr alignment.
     let mut cmsg_buf = [0u64; 8];
-    let mut msg: libc::msghdr = zeroed();
+    // SAFETY: msghdr is plain C data; all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
     msg.msg_controllen = size_of::<[u64; 8]>();
 
-    let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+    // SAFETY: recvmsg into the iovec and control buffer above, which outlive the call.
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n == 0 {
         return Received::Closed;
     }
@@ -99,43 +101,46 @@ unsafe fn receive(sock: libc::c_int, fd: &mut libc::c_int) -> Received {
             result: -(libc::EINVAL as i64),
             duration_ns: 0,
         };
-        if *fd >= 0 {
-            libc::close(*fd);
-        }
+        sys::close(*fd);
         if !send_reply(sock, &reply) {
-            libc::_exit(0);
+            sys::exit(0);
         }
         return Received::Again;
     }
-    Received::Request(req.assume_init())
+    // SAFETY: zero-initialised, then filled by the kernel: every bit pattern is a Request.
+    Received::Request(unsafe { req.assume_init() })
 }
 
 /// The first descriptor passed with SCM_RIGHTS, or -1; any further ones are closed.
-unsafe fn take_fd(msg: &libc::msghdr) -> libc::c_int {
+fn take_fd(msg: &libc::msghdr) -> libc::c_int {
     let mut found = -1;
-    let mut cmsg = libc::CMSG_FIRSTHDR(msg);
-    while !cmsg.is_null() {
-        let c = &*cmsg;
-        if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_RIGHTS {
-            let data = libc::CMSG_DATA(cmsg) as *const libc::c_int;
-            let count = (c.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize)
-                / size_of::<libc::c_int>();
-            for i in 0..count {
-                let fd = std::ptr::read_unaligned(data.add(i));
-                if found < 0 {
-                    found = fd;
-                } else {
-                    libc::close(fd);
+    // SAFETY: the CMSG_* walk stays within the control data the kernel filled in
+    // (msg_controllen), and reads the descriptors unaligned from it.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg) as *const libc::c_int;
+                let count = (c.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize)
+                    / size_of::<libc::c_int>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.add(i));
+                    if found < 0 {
+                        found = fd;
+                    } else {
+                        sys::close(fd);
+                    }
                 }
             }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
-        cmsg = libc::CMSG_NXTHDR(msg, cmsg);
     }
     found
 }
 
 /// Does the I/O of one request; the reply says how many bytes moved, or -errno.
-unsafe fn serve(req: &Request, fd: libc::c_int, buf: SharedBuf, rng: &mut Rng) -> Reply {
+fn serve(req: &Request, fd: libc::c_int, buf: &mut [u8], rng: &mut Rng) -> Reply {
     let mut reply = Reply {
         seq: req.seq,
         result: 0,
@@ -145,39 +150,36 @@ unsafe fn serve(req: &Request, fd: libc::c_int, buf: SharedBuf, rng: &mut Rng) -
         sleep_ms(1 + rng.next() % 20);
     }
     let start = now_ns();
+    let len = req.len as usize;
     reply.result = match (Op::from_raw(req.op), fd >= 0) {
         (_, false) => -(libc::EBADF as i64),
         (None, _) => -(libc::EINVAL as i64),
-        (Some(_), _) if req.len > buf.len as u64 => -(libc::EINVAL as i64),
-        (Some(Op::Read), _) => read_full(fd, buf.ptr, req.len as usize, req.offset),
-        (Some(Op::Write), _) => write_full(fd, buf.ptr, req.len as usize, Some(req.offset)),
-        (Some(Op::Append), _) => write_full(fd, buf.ptr, req.len as usize, None),
-        (Some(Op::Fsync), _) => {
-            if libc::fsync(fd) == 0 {
-                0
-            } else {
-                -(errno() as i64)
-            }
-        }
+        (Some(_), _) if req.len > buf.len() as u64 => -(libc::EINVAL as i64),
+        (Some(Op::Read), _) => read_full(fd, &mut buf[..len], req.offset),
+        (Some(Op::Write), _) => write_full(fd, &buf[..len], Some(req.offset)),
+        (Some(Op::Append), _) => write_full(fd, &buf[..len], None),
+        // SAFETY: fsync takes only a descriptor.
+        (Some(Op::Fsync), _) => as_result(unsafe { libc::fsync(fd) } as isize),
     };
     reply.duration_ns = now_ns().saturating_sub(start);
     reply
 }
 
-/// pread until `len` bytes, end of file, or an error (returned as -errno if nothing was read).
-unsafe fn read_full(fd: libc::c_int, buf: *mut u8, len: usize, offset: i64) -> i64 {
-    if len == 0 {
+/// pread until `buf` is full, end of file, or an error (returned as -errno if nothing was
+/// read).
+fn read_full(fd: libc::c_int, buf: &mut [u8], offset: i64) -> i64 {
+    let read_at = |buf: &mut [u8], done: usize| {
+        let at = offset.wrapping_add(done as i64);
+        // SAFETY: pread writes at most buf.len() bytes into buf.
+        unsafe { libc::pread(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), at) }
+    };
+    if buf.is_empty() {
         // Still ask the kernel: it checks the offset and the handle as for any read.
-        return as_result(libc::pread(fd, buf as *mut libc::c_void, 0, offset));
+        return as_result(read_at(buf, 0));
     }
     let mut done = 0usize;
-    while done < len {
-        let n = libc::pread(
-            fd,
-            buf.add(done) as *mut libc::c_void,
-            len - done,
-            offset.wrapping_add(done as i64),
-        );
+    while done < buf.len() {
+        let n = read_at(&mut buf[done..], done);
         match n {
             0 => break,
             n if n > 0 => done += n as usize,
@@ -189,21 +191,25 @@ unsafe fn read_full(fd: libc::c_int, buf: *mut u8, len: usize, offset: i64) -> i
     done as i64
 }
 
-/// pwrite (or, without an offset, write to an O_APPEND fd) until `len` bytes are written
+/// pwrite (or, without an offset, write to an O_APPEND fd) until all of `buf` is written
 /// or an error (returned as -errno if nothing was written).
-unsafe fn write_full(fd: libc::c_int, buf: *const u8, len: usize, offset: Option<i64>) -> i64 {
+fn write_full(fd: libc::c_int, buf: &[u8], offset: Option<i64>) -> i64 {
     let write_at = |done: usize| {
-        let from = buf.add(done) as *const libc::c_void;
-        match offset {
-            Some(off) => libc::pwrite(fd, from, len - done, off.wrapping_add(done as i64)),
-            None => libc::write(fd, from, len - done),
+        let from = buf[done..].as_ptr() as *const libc::c_void;
+        let len = buf.len() - done;
+        // SAFETY: (p)write reads at most len bytes from buf[done..].
+        unsafe {
+            match offset {
+                Some(off) => libc::pwrite(fd, from, len, off.wrapping_add(done as i64)),
+                None => libc::write(fd, from, len),
+            }
         }
     };
-    if len == 0 {
+    if buf.is_empty() {
         return as_result(write_at(0));
     }
     let mut done = 0usize;
-    while done < len {
+    while done < buf.len() {
         let n = write_at(done);
         match n {
             n if n > 0 => done += n as usize,
@@ -216,30 +222,18 @@ unsafe fn write_full(fd: libc::c_int, buf: *const u8, len: usize, offset: Option
     done as i64
 }
 
-unsafe fn send_reply(sock: libc::c_int, reply: &Reply) -> bool {
-    loop {
-        let n = libc::send(
-            sock,
-            reply as *const Reply as *const libc::c_void,
-            size_of::<Reply>(),
-            libc::MSG_NOSIGNAL,
-        );
-        if n == size_of::<Reply>() as isize {
-            return true;
-        }
-        if n < 0 && errno() == libc::EINTR {
-            continue;
-        }
-        return false;
-    }
+fn send_reply(sock: libc::c_int, reply: &Reply) -> bool {
+    sys::send_with_fds(sock, crate::protocol::as_bytes(reply), &[])
 }
 
 /// xorshift64: erratic delays only need to differ between helpers and requests.
 struct Rng(u64);
 
 impl Rng {
-    unsafe fn seeded() -> Rng {
-        Rng((now_ns() ^ ((libc::getpid() as u64) << 32)) | 1)
+    fn seeded() -> Rng {
+        // SAFETY: getpid takes no arguments.
+        let pid = unsafe { libc::getpid() } as u64;
+        Rng((now_ns() ^ (pid << 32)) | 1)
     }
 
     fn next(&mut self) -> u64 {
@@ -270,13 +264,13 @@ mod tests {
         let parent = nix::unistd::getpid().as_raw();
         // SAFETY: the child only runs set_up (raw syscalls) and leaves with _exit.
         match unsafe { fork() }.unwrap() {
-            ForkResult::Child => unsafe {
+            ForkResult::Child => {
                 let code = match set_up(-1, parent, refused) {
                     Ok(()) => 0,
                     Err(code) => code,
                 };
-                libc::_exit(code);
-            },
+                sys::exit(code);
+            }
             ForkResult::Parent { child } => {
                 assert_eq!(
                     waitpid(child, None).unwrap(),

@@ -25,6 +25,21 @@ pub fn as_result(r: isize) -> i64 {
     }
 }
 
+/// Ends the process at once: no atexit handlers, no unwinding (nothing of Rust's runtime
+/// may run here).
+pub fn exit(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
+/// Closes `fd` if it is one (-1 is not).
+pub fn close(fd: libc::c_int) {
+    if fd >= 0 {
+        // SAFETY: a descriptor this process owns and forgets here.
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// Default handling and no mask for every signal: the process starts clean whatever the
 /// zygote or smbd had set.
 pub fn reset_signals() {

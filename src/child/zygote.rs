@@ -31,7 +31,8 @@ const MAX_CHILDREN: usize = 1024;
 /// `argv` holds `argc` NUL-terminated strings, as the C runtime passes them.
 pub unsafe fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     sys::close_all_but(CONTROL_FD);
-    let Some(parent) = parse_args(argc, argv) else {
+    // SAFETY: as the caller promises.
+    let Some(parent) = (unsafe { parse_args(argc, argv) }) else {
         return exit::USAGE;
     };
     if credentials::become_effective_user().is_err() {
@@ -50,7 +51,8 @@ pub unsafe fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
     }
     let hello = ZygoteHello {
         version: protocol::PROTOCOL_VERSION,
-        pid: libc::getpid(),
+        // SAFETY: getpid takes no arguments.
+        pid: unsafe { libc::getpid() },
         uid,
         gid,
     };
@@ -61,11 +63,15 @@ pub unsafe fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
 }
 
 /// `zygote <version> <pid>` with this build's version: the smbd pid.
+///
+/// # Safety
+/// `argv` holds `argc` NUL-terminated strings.
 unsafe fn parse_args(argc: libc::c_int, argv: *const *const libc::c_char) -> Option<i32> {
     if argc != 4 {
         return None;
     }
-    let arg = |i: usize| std::ffi::CStr::from_ptr(*argv.add(i)).to_bytes();
+    // SAFETY: i < argc, and each argument is a NUL-terminated string (caller's promise).
+    let arg = |i: usize| unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) }.to_bytes();
     if arg(1) != ZYGOTE_ARG || parse_u32(arg(2))? != protocol::PROTOCOL_VERSION {
         return None;
     }
@@ -87,12 +93,15 @@ fn parse_u32(digits: &[u8]) -> Option<u32> {
 }
 
 /// SIGCHLD blocked and readable from a signalfd, so that dead helpers are reaped at once.
-unsafe fn child_signals() -> libc::c_int {
-    let mut set: libc::sigset_t = zeroed();
-    libc::sigemptyset(&mut set);
-    libc::sigaddset(&mut set, libc::SIGCHLD);
-    libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+fn child_signals() -> libc::c_int {
+    // SAFETY: a signal set on the stack; blocking SIGCHLD only defers it to the signalfd.
+    unsafe {
+        let mut set: libc::sigset_t = zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+    }
 }
 
 /// The live helpers: pids not reaped yet, so a pid here can only be our own child.
@@ -123,7 +132,7 @@ impl Children {
     }
 }
 
-unsafe fn serve(sock: libc::c_int, sigchld: libc::c_int) -> libc::c_int {
+fn serve(sock: libc::c_int, sigchld: libc::c_int) -> libc::c_int {
     let mut children = Children {
         pids: [0; MAX_CHILDREN],
         len: 0,
@@ -141,7 +150,9 @@ unsafe fn serve(sock: libc::c_int, sigchld: libc::c_int) -> libc::c_int {
                 revents: 0,
             },
         ];
-        if libc::ppoll(fds.as_mut_ptr(), 2, std::ptr::null(), std::ptr::null()) < 0 {
+        // SAFETY: two pollfds on the stack, no timeout, no signal mask change.
+        let r = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, std::ptr::null(), std::ptr::null()) };
+        if r < 0 {
             continue; // EINTR
         }
         if fds[1].revents != 0 {
@@ -154,32 +165,38 @@ unsafe fn serve(sock: libc::c_int, sigchld: libc::c_int) -> libc::c_int {
     }
 }
 
-unsafe fn reap(sigchld: libc::c_int, children: &mut Children) {
-    let mut info: libc::signalfd_siginfo = zeroed();
-    while libc::read(
-        sigchld,
-        &mut info as *mut _ as *mut libc::c_void,
-        size_of::<libc::signalfd_siginfo>(),
-    ) > 0
-    {}
-    loop {
-        let pid = libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG | libc::__WALL);
-        if pid <= 0 {
-            break;
+fn reap(sigchld: libc::c_int, children: &mut Children) {
+    // SAFETY: reads signalfd records into a stack buffer, then reaps our own children.
+    unsafe {
+        let mut info: libc::signalfd_siginfo = zeroed();
+        while libc::read(
+            sigchld,
+            &mut info as *mut _ as *mut libc::c_void,
+            size_of::<libc::signalfd_siginfo>(),
+        ) > 0
+        {}
+        loop {
+            let pid = libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG | libc::__WALL);
+            if pid <= 0 {
+                break;
+            }
+            children.remove(pid);
         }
-        children.remove(pid);
     }
 }
 
 /// Reads one request and answers it; false when smbd closed the socket.
-unsafe fn serve_one(sock: libc::c_int, children: &mut Children) -> bool {
+fn serve_one(sock: libc::c_int, children: &mut Children) -> bool {
     let mut req = ZygoteRequest::default();
-    let n = libc::recv(
-        sock,
-        &mut req as *mut _ as *mut libc::c_void,
-        size_of::<ZygoteRequest>(),
-        0,
-    );
+    // SAFETY: recv into a plain-data message on the stack, at most its size.
+    let n = unsafe {
+        libc::recv(
+            sock,
+            &mut req as *mut _ as *mut libc::c_void,
+            size_of::<ZygoteRequest>(),
+            0,
+        )
+    };
     if n == 0 || (n < 0 && errno() != libc::EINTR) {
         return false;
     }
@@ -195,14 +212,11 @@ unsafe fn serve_one(sock: libc::c_int, children: &mut Children) -> bool {
             };
             let passed = if reply.error == 0 { &fds[..] } else { &[] };
             sys::send_with_fds(sock, protocol::as_bytes(&reply), passed);
-            for fd in fds {
-                if fd >= 0 {
-                    libc::close(fd);
-                }
-            }
+            fds.into_iter().for_each(sys::close);
         }
         op if op == ZygoteOp::End as u32 && children.contains(req.pid) => {
-            libc::kill(req.pid, libc::SIGKILL);
+            // SAFETY: a live, unreaped child of ours: the pid cannot name another process.
+            unsafe { libc::kill(req.pid, libc::SIGKILL) };
         }
         _ => {}
     }
@@ -210,69 +224,85 @@ unsafe fn serve_one(sock: libc::c_int, children: &mut Children) -> bool {
 }
 
 /// Forks a helper; on success `fds` holds smbd's socket end, the memfd and the pidfd.
-unsafe fn spawn_helper(
+fn spawn_helper(
     size: usize,
     fds: &mut [libc::c_int; 3],
     children: &mut Children,
 ) -> Result<i32, i32> {
     let mut pair = [-1; 2];
-    cvt(libc::socketpair(
-        libc::AF_UNIX,
-        libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-        0,
-        pair.as_mut_ptr(),
-    ) as i64)?;
+    // SAFETY: socketpair into a two-element array.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    } as i64)?;
     fds[0] = pair[0];
     let result = buffer_and_fork(size, pair[1], fds, children);
-    libc::close(pair[1]);
+    sys::close(pair[1]);
     result
 }
 
-unsafe fn buffer_and_fork(
+fn buffer_and_fork(
     size: usize,
     child_sock: libc::c_int,
     fds: &mut [libc::c_int; 3],
     children: &mut Children,
 ) -> Result<i32, i32> {
-    fds[1] = cvt(libc::memfd_create(
-        c"aio_fork_buffer".as_ptr(),
-        libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-    ) as i64)? as libc::c_int;
-    cvt(libc::ftruncate(fds[1], size as libc::off_t) as i64)?;
+    // SAFETY: a constant name; the descriptor is ours (closed by the caller).
+    let memfd = unsafe {
+        libc::memfd_create(
+            c"aio_fork_buffer".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    fds[1] = cvt(memfd as i64)? as libc::c_int;
     // Sealed: neither side can shrink the buffer under the other's mapping.
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-    cvt(libc::fcntl(fds[1], libc::F_ADD_SEALS, seals) as i64)?;
-    let ptr = libc::mmap(
-        std::ptr::null_mut(),
-        size,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_SHARED,
-        fds[1],
-        0,
-    );
+    // SAFETY: size and seals on the memfd just made; a new shared mapping of it.
+    let ptr = unsafe {
+        cvt(libc::ftruncate(fds[1], size as libc::off_t) as i64)?;
+        cvt(libc::fcntl(fds[1], libc::F_ADD_SEALS, seals) as i64)?;
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fds[1],
+            0,
+        )
+    };
     if ptr == libc::MAP_FAILED {
         return Err(errno());
     }
-    let me = libc::getpid();
+    // SAFETY: getpid takes no arguments.
+    let me = unsafe { libc::getpid() };
     // A plain fork of this small, single-threaded program.
-    let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0);
+    // SAFETY: clone without CLONE_VM: the child gets its own copy of this process.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) };
     if pid == 0 {
         let buf = SharedBuf {
             ptr: ptr as *mut u8,
             len: size,
         };
-        helper::run(child_sock, buf, me);
+        // SAFETY: just forked; the socket and the mapping are the child's own now.
+        unsafe { helper::run(child_sock, buf, me) };
     }
     let e = errno();
-    libc::munmap(ptr, size);
+    // SAFETY: the parent's view of the mapping made above; the child keeps its own.
+    unsafe { libc::munmap(ptr, size) };
     if pid < 0 {
         return Err(e);
     }
     let pid = pid as libc::pid_t;
-    fds[2] = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;
+    // SAFETY: pidfd_open of our unreaped child.
+    fds[2] = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
     if fds[2] < 0 || !children.add(pid) {
         let e = if fds[2] < 0 { errno() } else { libc::EAGAIN };
-        libc::kill(pid, libc::SIGKILL);
+        // SAFETY: our unreaped child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
         return Err(e);
     }
     Ok(pid)

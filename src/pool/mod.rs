@@ -953,8 +953,11 @@ unsafe extern "C" fn timer_fired(
 /// # Safety
 /// `pool` must come from `Rc::as_ptr` of a live `Rc<Pool>`.
 unsafe fn hold(pool: *const Pool) -> Rc<Pool> {
-    Rc::increment_strong_count(pool);
-    Rc::from_raw(pool)
+    // SAFETY: `pool` comes from `Rc::as_ptr` of a live `Rc<Pool>` (the contract above).
+    unsafe {
+        Rc::increment_strong_count(pool);
+        Rc::from_raw(pool)
+    }
 }
 
 #[cfg(test)]

@@ -18,8 +18,11 @@ use std::rc::Rc;
 
 /// The share's pool, kept in `handle->data`.
 unsafe fn pool_of(handle: *mut ffi::vfs_handle_struct) -> Option<Rc<Pool>> {
-    let data = (*handle).data as *const Rc<Pool>;
-    data.as_ref().cloned()
+    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    unsafe {
+        let data = (*handle).data as *const Rc<Pool>;
+        data.as_ref().cloned()
+    }
 }
 
 unsafe extern "C" fn free_pool(data: *mut *mut c_void) {
@@ -74,9 +77,12 @@ pub unsafe extern "C" fn connect(
 
 /// One option's raw smb.conf value for share `snum`, if set.
 unsafe fn share_option(snum: i32, prefix: &str, option: &str) -> Option<String> {
-    let (prefix, option) = (CString::new(prefix).ok()?, CString::new(option).ok()?);
-    let v = (api().lp_parm_const_string)(snum, prefix.as_ptr(), option.as_ptr(), ptr::null());
-    (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    unsafe {
+        let (prefix, option) = (CString::new(prefix).ok()?, CString::new(option).ok()?);
+        let v = (api().lp_parm_const_string)(snum, prefix.as_ptr(), option.as_ptr(), ptr::null());
+        (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+    }
 }
 
 pub unsafe extern "C" fn disconnect(handle: *mut ffi::vfs_handle_struct) {
@@ -114,16 +120,19 @@ pub unsafe extern "C" fn pread_send(
     n: usize,
     offset: libc::off_t,
 ) -> *mut ffi::tevent_req {
-    send(SendArgs {
-        op: Op::Read,
-        handle,
-        mem_ctx,
-        ev,
-        fsp,
-        data: data as *mut u8,
-        len: n,
-        offset,
-    })
+    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    unsafe {
+        send(SendArgs {
+            op: Op::Read,
+            handle,
+            mem_ctx,
+            ev,
+            fsp,
+            data: data as *mut u8,
+            len: n,
+            offset,
+        })
+    }
 }
 
 pub unsafe extern "C" fn pwrite_send(
@@ -135,16 +144,19 @@ pub unsafe extern "C" fn pwrite_send(
     n: usize,
     offset: libc::off_t,
 ) -> *mut ffi::tevent_req {
-    send(SendArgs {
-        op: Op::Write,
-        handle,
-        mem_ctx,
-        ev,
-        fsp,
-        data: data as *mut u8,
-        len: n,
-        offset,
-    })
+    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    unsafe {
+        send(SendArgs {
+            op: Op::Write,
+            handle,
+            mem_ctx,
+            ev,
+            fsp,
+            data: data as *mut u8,
+            len: n,
+            offset,
+        })
+    }
 }
 
 pub unsafe extern "C" fn fsync_send(
@@ -153,16 +165,19 @@ pub unsafe extern "C" fn fsync_send(
     ev: *mut ffi::tevent_context,
     fsp: *mut ffi::files_struct,
 ) -> *mut ffi::tevent_req {
-    send(SendArgs {
-        op: Op::Fsync,
-        handle,
-        mem_ctx,
-        ev,
-        fsp,
-        data: ptr::null_mut(),
-        len: 0,
-        offset: 0,
-    })
+    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    unsafe {
+        send(SendArgs {
+            op: Op::Fsync,
+            handle,
+            mem_ctx,
+            ev,
+            fsp,
+            data: ptr::null_mut(),
+            len: 0,
+            offset: 0,
+        })
+    }
 }
 
 unsafe fn recv(req: *mut ffi::tevent_req, aio: *mut ffi::vfs_aio_state) -> isize {
@@ -179,19 +194,22 @@ pub unsafe extern "C" fn pread_recv(
     req: *mut ffi::tevent_req,
     aio: *mut ffi::vfs_aio_state,
 ) -> libc::ssize_t {
-    recv(req, aio)
+    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    unsafe { recv(req, aio) }
 }
 
 pub unsafe extern "C" fn pwrite_recv(
     req: *mut ffi::tevent_req,
     aio: *mut ffi::vfs_aio_state,
 ) -> libc::ssize_t {
-    recv(req, aio)
+    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    unsafe { recv(req, aio) }
 }
 
 pub unsafe extern "C" fn fsync_recv(
     req: *mut ffi::tevent_req,
     aio: *mut ffi::vfs_aio_state,
 ) -> libc::c_int {
-    recv(req, aio) as libc::c_int
+    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    unsafe { recv(req, aio) as libc::c_int }
 }

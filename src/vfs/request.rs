@@ -57,129 +57,142 @@ pub struct SendArgs {
 /// # Safety
 /// The arguments are those smbd passed to a `*_send` VFS call.
 pub unsafe fn send(args: SendArgs, pool: Option<Rc<Pool>>) -> *mut ffi::tevent_req {
-    let mut state: *mut c_void = ptr::null_mut();
-    let req = ffi::aio_fork_req_create(args.mem_ctx, &mut state, mem::size_of::<ReqState>());
-    if req.is_null() {
-        return ptr::null_mut();
-    }
-    debug_assert_eq!(state as usize % mem::align_of::<ReqState>(), 0);
-    ptr::write(
-        state as *mut ReqState,
-        ReqState {
-            req,
-            pool,
-            job: None,
-            handle: args.handle,
-            ev: args.ev,
-            fsp: args.fsp,
-            op: args.op,
-            data: args.data,
-            len: args.len,
-            offset: args.offset,
-            done_before_fallback: 0,
-            result: -1,
-            aio: ffi::vfs_aio_state {
-                error: 0,
-                duration: 0,
+    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    unsafe {
+        let mut state: *mut c_void = ptr::null_mut();
+        let req = ffi::aio_fork_req_create(args.mem_ctx, &mut state, mem::size_of::<ReqState>());
+        if req.is_null() {
+            return ptr::null_mut();
+        }
+        debug_assert_eq!(state as usize % mem::align_of::<ReqState>(), 0);
+        ptr::write(
+            state as *mut ReqState,
+            ReqState {
+                req,
+                pool,
+                job: None,
+                handle: args.handle,
+                ev: args.ev,
+                fsp: args.fsp,
+                op: args.op,
+                data: args.data,
+                len: args.len,
+                offset: args.offset,
+                done_before_fallback: 0,
+                result: -1,
+                aio: ffi::vfs_aio_state {
+                    error: 0,
+                    duration: 0,
+                },
             },
-        },
-    );
-    ffi::aio_fork_set_destructor(state, Some(state_destructor));
+        );
+        ffi::aio_fork_set_destructor(state, Some(state_destructor));
 
-    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start(req)));
-    if started.is_err() {
-        tracing::error!("panic while starting a request: answering EIO");
-        fail_now(req, libc::EIO);
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start(req)));
+        if started.is_err() {
+            tracing::error!("panic while starting a request: answering EIO");
+            fail_now(req, libc::EIO);
+        }
+        req
     }
-    req
 }
 
 unsafe fn start(req: *mut ffi::tevent_req) {
-    let state = state_of(req);
-    let fd = (api().fsp_get_io_fd)(state.fsp);
-    let Some(pool) = state.pool.clone() else {
-        fall_back(req, 0);
-        return;
-    };
-    if fd < 0 {
-        // Not a kernel file (a module below us serves it): the next module must do the I/O.
-        pool.note_fallback();
-        fall_back(req, 0);
-        return;
-    }
-    // Samba 4.22+: a write on an append-only POSIX handle comes with this offset (smbd
-    // checked the handle's flag); the fd has O_APPEND and the data goes to the end.
-    let append = state.op == Op::Write && state.offset == VFS_PWRITE_APPEND_OFFSET;
-    if state.offset < 0 && state.op != Op::Fsync && !append {
-        // What pread(2)/pwrite(2) answer; no helper needed for that.
-        finish(req, -1, libc::EINVAL, 0);
-        ffi::aio_fork_req_done(req);
-        let _ = ffi::tevent_req_post(req, state.ev);
-        return;
-    }
-    let mut done = 0;
-    if state.op == Op::Read && state.len <= INLINE_READ_MAX && pool.inline_reads() {
-        let started = std::time::Instant::now();
-        // SAFETY: smbd's read buffer of state.len bytes, alive as long as the request.
-        let buf = std::slice::from_raw_parts_mut(state.data, state.len);
-        match cached_read::try_read(fd, buf, state.offset) {
-            CachedRead::All(n) => {
-                let took = started.elapsed();
-                pool.note_inline_read(n, took);
-                finish(req, n as isize, 0, took.as_nanos() as u64);
-                ffi::aio_fork_req_done(req);
-                let _ = ffi::tevent_req_post(req, state.ev);
-                return;
-            }
-            CachedRead::Part(n) => done = n,
-            CachedRead::None => {}
-            CachedRead::Unsupported => pool.disable_inline_reads(),
-        }
-    }
-    let job = Job {
-        req,
-        op: if append { Op::Append } else { state.op },
-        fd,
-        offset: state.offset,
-        len: state.len,
-        data: state.data,
-        done,
-        deaths: 0,
-        duration_ns: 0,
-        arrived: std::time::Instant::now(),
-        crew: 0,
-    };
-    let creds = match Credentials::of_this_thread() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the request's credentials: next module");
+    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    unsafe {
+        let state = state_of(req);
+        let fd = (api().fsp_get_io_fd)(state.fsp);
+        let Some(pool) = state.pool.clone() else {
+            fall_back(req, 0);
+            return;
+        };
+        if fd < 0 {
+            // Not a kernel file (a module below us serves it): the next module must do the I/O.
             pool.note_fallback();
-            fall_back(req, done);
+            fall_back(req, 0);
             return;
         }
-    };
-    // The state knows its job before submitting: submit may already hand the request on
-    // to the next module (no helper can be forked), which clears `job` again.
-    let id = pool.new_job_id();
-    state_of(req).job = Some(id);
-    pool.submit(id, job, creds);
+        // Samba 4.22+: a write on an append-only POSIX handle comes with this offset (smbd
+        // checked the handle's flag); the fd has O_APPEND and the data goes to the end.
+        let append = state.op == Op::Write && state.offset == VFS_PWRITE_APPEND_OFFSET;
+        if state.offset < 0 && state.op != Op::Fsync && !append {
+            // What pread(2)/pwrite(2) answer; no helper needed for that.
+            set_result(req, -1, libc::EINVAL, 0);
+            ffi::aio_fork_req_done(req);
+            let _ = ffi::tevent_req_post(req, state.ev);
+            return;
+        }
+        let mut done = 0;
+        if state.op == Op::Read && state.len <= INLINE_READ_MAX && pool.inline_reads() {
+            let started = std::time::Instant::now();
+            // SAFETY: smbd's read buffer of state.len bytes, alive as long as the request.
+            let buf = std::slice::from_raw_parts_mut(state.data, state.len);
+            match cached_read::try_read(fd, buf, state.offset) {
+                CachedRead::All(n) => {
+                    let took = started.elapsed();
+                    pool.note_inline_read(n, took);
+                    set_result(req, n as isize, 0, took.as_nanos() as u64);
+                    ffi::aio_fork_req_done(req);
+                    let _ = ffi::tevent_req_post(req, state.ev);
+                    return;
+                }
+                CachedRead::Part(n) => done = n,
+                CachedRead::None => {}
+                CachedRead::Unsupported => pool.disable_inline_reads(),
+            }
+        }
+        let job = Job {
+            req,
+            op: if append { Op::Append } else { state.op },
+            fd,
+            offset: state.offset,
+            len: state.len,
+            data: state.data,
+            done,
+            deaths: 0,
+            duration_ns: 0,
+            arrived: std::time::Instant::now(),
+            crew: 0,
+        };
+        let creds = match Credentials::of_this_thread() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the request's credentials: next module");
+                pool.note_fallback();
+                fall_back(req, done);
+                return;
+            }
+        };
+        // The state knows its job before submitting: submit may already hand the request on
+        // to the next module (no helper can be forked), which clears `job` again.
+        let id = pool.new_job_id();
+        state_of(req).job = Some(id);
+        pool.submit(id, job, creds);
+    }
 }
 
-/// Completes a request with `result` (bytes, or -1 with `error`).
-unsafe fn finish(req: *mut ffi::tevent_req, result: isize, error: i32, duration_ns: u64) {
-    let state = state_of(req);
-    state.job = None;
-    state.result = result;
-    state.aio = ffi::vfs_aio_state {
-        error,
-        duration: duration_ns,
-    };
+/// Records the result `recv` will give (bytes, or -1 with `error`); the caller then marks
+/// the request done (or posts it).
+unsafe fn set_result(req: *mut ffi::tevent_req, result: isize, error: i32, duration_ns: u64) {
+    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    unsafe {
+        let state = state_of(req);
+        state.job = None;
+        state.result = result;
+        state.aio = ffi::vfs_aio_state {
+            error,
+            duration: duration_ns,
+        };
+    }
 }
 
 /// Fails a request that could not even start.
 unsafe fn fail_now(req: *mut ffi::tevent_req, error: i32) {
-    ffi::aio_fork_req_error(req, error);
-    let _ = ffi::tevent_req_post(req, state_of(req).ev);
+    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    unsafe {
+        ffi::aio_fork_req_error(req, error);
+        let _ = ffi::tevent_req_post(req, state_of(req).ev);
+    }
 }
 
 /// Runs what the pool decided, once it no longer holds its state.
@@ -194,7 +207,7 @@ pub fn run_action(action: Action) {
             // SAFETY: the pool only hands out actions of live requests (a freed request
             // removes its actions in `Pool::forget`).
             unsafe {
-                finish(req, result, error, duration_ns);
+                set_result(req, result, error, duration_ns);
                 ffi::aio_fork_req_done(req);
             }
         }
@@ -205,44 +218,47 @@ pub fn run_action(action: Action) {
 
 /// Serves the request (from byte `done` on) through the next module in the VFS chain.
 unsafe fn fall_back(req: *mut ffi::tevent_req, done: usize) {
-    let state = state_of(req);
-    state.job = None;
-    state.done_before_fallback = done;
-    let api = api();
-    let next = (*state.handle).next;
-    let mem = state as *mut ReqState as *mut c_void;
-    let offset = if state.offset == VFS_PWRITE_APPEND_OFFSET {
-        VFS_PWRITE_APPEND_OFFSET
-    } else {
-        state.offset.wrapping_add(done as i64)
-    };
-    let rest = state.len - done;
-    let subreq = match state.op {
-        Op::Read => (api.smb_vfs_call_pread_send)(
-            next,
-            mem,
-            state.ev,
-            state.fsp,
-            state.data.add(done) as *mut c_void,
-            rest,
-            offset,
-        ),
-        Op::Write | Op::Append => (api.smb_vfs_call_pwrite_send)(
-            next,
-            mem,
-            state.ev,
-            state.fsp,
-            state.data.add(done) as *const c_void,
-            rest,
-            offset,
-        ),
-        Op::Fsync => (api.smb_vfs_call_fsync_send)(next, mem, state.ev, state.fsp),
-    };
-    if subreq.is_null() {
-        fail_now(req, libc::ENOMEM);
-        return;
+    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    unsafe {
+        let state = state_of(req);
+        state.job = None;
+        state.done_before_fallback = done;
+        let api = api();
+        let next = (*state.handle).next;
+        let mem = state as *mut ReqState as *mut c_void;
+        let offset = if state.offset == VFS_PWRITE_APPEND_OFFSET {
+            VFS_PWRITE_APPEND_OFFSET
+        } else {
+            state.offset.wrapping_add(done as i64)
+        };
+        let rest = state.len - done;
+        let subreq = match state.op {
+            Op::Read => (api.smb_vfs_call_pread_send)(
+                next,
+                mem,
+                state.ev,
+                state.fsp,
+                state.data.add(done) as *mut c_void,
+                rest,
+                offset,
+            ),
+            Op::Write | Op::Append => (api.smb_vfs_call_pwrite_send)(
+                next,
+                mem,
+                state.ev,
+                state.fsp,
+                state.data.add(done) as *const c_void,
+                rest,
+                offset,
+            ),
+            Op::Fsync => (api.smb_vfs_call_fsync_send)(next, mem, state.ev, state.fsp),
+        };
+        if subreq.is_null() {
+            fail_now(req, libc::ENOMEM);
+            return;
+        }
+        ffi::tevent_req_set_callback(subreq, Some(fallback_done), req as *mut c_void);
     }
-    ffi::tevent_req_set_callback(subreq, Some(fallback_done), req as *mut c_void);
 }
 
 unsafe extern "C" fn fallback_done(subreq: *mut ffi::tevent_req) {
@@ -269,7 +285,7 @@ unsafe extern "C" fn fallback_done(subreq: *mut ffi::tevent_req) {
                 _ => -1,
             };
             let error = if result < 0 { aio.error } else { 0 };
-            finish(req, result, error, aio.duration);
+            set_result(req, result, error, aio.duration);
             ffi::aio_fork_req_done(req);
         }
     })
@@ -280,23 +296,27 @@ unsafe extern "C" fn fallback_done(subreq: *mut ffi::tevent_req) {
 /// # Safety
 /// `req` is a request created by `send`.
 pub unsafe fn recv(req: *mut ffi::tevent_req, aio: *mut ffi::vfs_aio_state) -> isize {
-    let mut tstate = ffi::tevent_req_state::TEVENT_REQ_INIT;
-    let mut err: u64 = 0;
-    if ffi::tevent_req_is_error(req, &mut tstate, &mut err) {
-        (*aio).error = match tstate {
-            ffi::tevent_req_state::TEVENT_REQ_USER_ERROR => err as i32,
-            ffi::tevent_req_state::TEVENT_REQ_TIMED_OUT => libc::ETIMEDOUT,
-            _ => libc::ENOMEM,
-        };
-        return -1;
+    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    unsafe {
+        let mut tstate = ffi::tevent_req_state::TEVENT_REQ_INIT;
+        let mut err: u64 = 0;
+        if ffi::tevent_req_is_error(req, &mut tstate, &mut err) {
+            (*aio).error = match tstate {
+                ffi::tevent_req_state::TEVENT_REQ_USER_ERROR => err as i32,
+                ffi::tevent_req_state::TEVENT_REQ_TIMED_OUT => libc::ETIMEDOUT,
+                _ => libc::ENOMEM,
+            };
+            return -1;
+        }
+        let state = state_of(req);
+        *aio = state.aio;
+        state.result
     }
-    let state = state_of(req);
-    *aio = state.aio;
-    state.result
 }
 
 unsafe fn state_of<'a>(req: *mut ffi::tevent_req) -> &'a mut ReqState {
-    &mut *(ffi::aio_fork_req_data(req) as *mut ReqState)
+    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    unsafe { &mut *(ffi::aio_fork_req_data(req) as *mut ReqState) }
 }
 
 /// talloc destructor of the state: smbd freed the request (done, or client gone).
