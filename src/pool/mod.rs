@@ -15,6 +15,7 @@
 //! queued as `Action`s in `completing` and run one by one afterwards; a request freed in
 //! the meantime removes its own pending actions (see `forget`).
 
+mod events;
 pub mod latency;
 mod policy;
 pub mod stats;
@@ -27,6 +28,7 @@ use crate::parent::processes::{Slot, PROCESSES};
 use crate::parent::reap;
 use crate::parent::zygote::Zygote;
 use crate::protocol::{self, Op, Request, FLAG_ERRATIC};
+use events::{FdWatch, Timer};
 use policy::Placement;
 use stats::Stats;
 use std::cell::RefCell;
@@ -34,7 +36,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_void, CString};
 use std::os::fd::RawFd;
 use std::ptr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Instant;
 
 /// A request whose helper died this many times is handed to the next module instead.
@@ -100,17 +102,16 @@ struct PoolInner {
     ev: *mut ffi::tevent_context,
     /// talloc parent of the pool's tevent fd and timer events.
     mem: *mut c_void,
-    /// Address of the owning `Pool` (stable: it lives in an `Rc`), for event callbacks.
-    this: *const Pool,
+    /// The owning pool, for the events' wake-ups.
+    this: Weak<Pool>,
     helpers: Vec<Helper>,
     jobs: HashMap<JobId, Job>,
     queue: VecDeque<JobId>,
     completing: VecDeque<Action>,
     next_id: u64,
     stats: Stats,
-    /// One timer for both idle culling and hung-helper detection, and when it fires.
-    timer: *mut ffi::tevent_timer,
-    timer_due: Option<Instant>,
+    /// One timer for both idle culling and hung-helper detection.
+    timer: Option<Timer>,
     spawn_error_logged: bool,
     share: String,
     last_stats_log: Option<Instant>,
@@ -138,9 +139,8 @@ struct Helper {
     process: HelperProcess,
     /// Its place under `max processes`.
     _slot: Slot,
-    fde: *mut ffi::tevent_fd,
-    /// Private data of `fde`: which pool and helper a wake-up is for.
-    _token: Box<Token>,
+    /// Wakes the pool when the helper answers or dies.
+    _watch: FdWatch,
     state: HelperState,
 }
 
@@ -154,11 +154,6 @@ enum HelperState {
     },
 }
 
-struct Token {
-    pool: *const Pool,
-    helper: u64,
-}
-
 impl Pool {
     /// A pool for one share; it starts no process before the first request.
     pub fn new(
@@ -170,30 +165,27 @@ impl Pool {
     ) -> Rc<Pool> {
         // SAFETY: a new talloc context without parent; freed in Drop.
         let mem = unsafe { ffi::aio_fork_talloc_new(ptr::null()) };
-        let pool = Rc::new(Pool {
+        Rc::new_cyclic(|this| Pool {
             run_action,
             inner: RefCell::new(PoolInner {
                 cfg,
                 ev,
                 mem,
-                this: ptr::null(),
+                this: this.clone(),
                 helpers: Vec::new(),
                 jobs: HashMap::new(),
                 queue: VecDeque::new(),
                 completing: VecDeque::new(),
                 next_id: 1,
                 stats: Stats::default(),
-                timer: ptr::null_mut(),
-                timer_due: None,
+                timer: None,
                 spawn_error_logged: false,
                 share,
                 last_stats_log: None,
                 program,
                 crews: Vec::new(),
             }),
-        });
-        pool.inner.borrow_mut().this = Rc::as_ptr(&pool);
-        pool
+        })
     }
 
     pub fn share(&self) -> String {
@@ -313,9 +305,9 @@ impl Pool {
         reap::pending();
         {
             let mut inner = self.inner.borrow_mut();
-            // tevent frees a timer after it fired.
-            inner.timer = ptr::null_mut();
-            inner.timer_due = None;
+            if let Some(timer) = inner.timer.take() {
+                timer.fired();
+            }
             let now = Instant::now();
             inner.end_hung(now);
             inner.cull(now);
@@ -332,7 +324,7 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         let inner = self.inner.get_mut();
-        inner.cancel_timer();
+        inner.timer = None;
         while !inner.helpers.is_empty() {
             inner.remove_helper(0);
         }
@@ -505,26 +497,11 @@ impl PoolInner {
         self.spawn_error_logged = false;
         let id = self.next_id;
         self.next_id += 1;
-        let token = Box::new(Token {
-            pool: self.this,
-            helper: id,
-        });
-        // SAFETY: ev is smbd's event context; the fde lives under our talloc context and
-        // is freed before the token (remove_helper); the handler only uses the token.
-        let fde = unsafe {
-            ffi::aio_fork_add_fd(
-                self.ev,
-                self.mem,
-                process.socket(),
-                ffi::TEVENT_FD_READ as u16,
-                Some(helper_readable),
-                &*token as *const Token as *mut c_void,
-            )
-        };
-        if fde.is_null() {
+        let Some(watch) = FdWatch::new(self.ev, self.mem, process.socket(), self.this.clone(), id)
+        else {
             tracing::error!("tevent_add_fd failed: no helper");
             return None;
-        }
+        };
         let took_us = started.elapsed().as_micros() as u64;
         tracing::debug!(
             pid = process.pid(),
@@ -539,8 +516,7 @@ impl PoolInner {
             crew,
             process,
             _slot: slot,
-            fde,
-            _token: token,
+            _watch: watch,
             state: HelperState::Idle(Instant::now()),
         });
         Some(self.helpers.len() - 1)
@@ -800,11 +776,8 @@ impl PoolInner {
     /// Removes helper `idx` (killing and reaping it); returns what it was doing.
     fn remove_helper(&mut self, idx: usize) -> HelperState {
         let helper = self.helpers.swap_remove(idx);
-        // SAFETY: the fde is ours, under `mem`; freeing it inside its own handler is
-        // allowed by tevent. It goes before the token it points to.
-        unsafe { ffi::aio_fork_talloc_free(helper.fde as *mut c_void) };
         helper.state
-        // helper.process drops here: SIGKILL + waitpid.
+        // The watch and the process drop here: event freed, helper ended.
     }
 
     /// Ends helpers idle for longer than the idle timeout, down to `min helpers` per crew;
@@ -885,78 +858,10 @@ impl PoolInner {
         let Some(due) = self.next_due() else {
             return;
         };
-        if self.timer_due.is_some_and(|armed| armed <= due) {
+        if self.timer.as_ref().is_some_and(|t| t.due() <= due) {
             return;
         }
-        self.cancel_timer();
-        let after = due.saturating_duration_since(Instant::now());
-        // A little slack so that what is due has really expired when the timer fires.
-        let usec = after.as_micros() as u64 + 10_000;
-        // SAFETY: ev is smbd's event context; the timer lives under our talloc context and
-        // is freed in Drop if it has not fired; `this` outlives it.
-        self.timer = unsafe {
-            ffi::aio_fork_add_timer(
-                self.ev,
-                self.mem,
-                usec,
-                Some(timer_fired),
-                self.this as *mut c_void,
-            )
-        };
-        if !self.timer.is_null() {
-            self.timer_due = Some(due);
-        }
-    }
-
-    fn cancel_timer(&mut self) {
-        if !self.timer.is_null() {
-            // SAFETY: a live timer we created under `mem` (cleared when it fires).
-            unsafe { ffi::aio_fork_talloc_free(self.timer as *mut c_void) };
-        }
-        self.timer = ptr::null_mut();
-        self.timer_due = None;
-    }
-}
-
-unsafe extern "C" fn helper_readable(
-    _ev: *mut ffi::tevent_context,
-    _fde: *mut ffi::tevent_fd,
-    _flags: u16,
-    private: *mut c_void,
-) {
-    crate::abi::guard::guard((), || {
-        // SAFETY: `private` is the Token of a live helper (the fde is freed with it), and
-        // its pool is alive (the pool frees its fdes in Drop).
-        let token = unsafe { &*(private as *const Token) };
-        let (pool, helper) = (token.pool, token.helper);
-        // SAFETY: see above; `token` is not used after this point (it may be freed).
-        unsafe { &*pool }.on_readable(helper);
-    })
-}
-
-unsafe extern "C" fn timer_fired(
-    _ev: *mut ffi::tevent_context,
-    _te: *mut ffi::tevent_timer,
-    _now: ffi::timeval,
-    private: *mut c_void,
-) {
-    crate::abi::guard::guard((), || {
-        // SAFETY: the timer is freed in Pool's Drop, so the pool is alive when it fires.
-        let pool = unsafe { hold(private as *const Pool) };
-        pool.on_timer();
-    })
-}
-
-/// A strong reference to the pool for the length of an event callback: the requests it
-/// completes may drop every other reference (share disconnected, requests freed).
-///
-/// # Safety
-/// `pool` must come from `Rc::as_ptr` of a live `Rc<Pool>`.
-unsafe fn hold(pool: *const Pool) -> Rc<Pool> {
-    // SAFETY: `pool` comes from `Rc::as_ptr` of a live `Rc<Pool>` (the contract above).
-    unsafe {
-        Rc::increment_strong_count(pool);
-        Rc::from_raw(pool)
+        self.timer = Timer::new(self.ev, self.mem, due, self.this.clone());
     }
 }
 

@@ -375,7 +375,7 @@ fn idle_helpers_above_min_are_culled_and_the_pool_still_serves() {
     });
     assert_eq!(pool.stats().culled, 2);
     // No timer runs forever once at the minimum.
-    assert!(pool.inner.borrow().timer_due.is_none());
+    assert!(pool.inner.borrow().timer.is_none());
 
     let mut again = vec![0u8; 4096];
     submit(&pool, 4, Op::Read, file.as_raw_fd(), 0, &mut again);
