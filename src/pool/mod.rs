@@ -108,7 +108,9 @@ struct PoolInner {
     jobs: HashMap<JobId, Job>,
     queue: VecDeque<JobId>,
     completing: VecDeque<Action>,
-    next_id: u64,
+    /// Ids of jobs, of helpers (for their wake-ups) and sequence numbers of requests sent
+    /// to helpers (a reply must carry its request's).
+    ids: Ids,
     stats: Stats,
     /// One timer for both idle culling and hung-helper detection.
     timer: Option<Timer>,
@@ -118,6 +120,31 @@ struct PoolInner {
     /// The helper program (see `child`).
     program: CString,
     crews: Vec<Crew>,
+}
+
+/// Counters that hand out ids, one per kind; none is ever given twice.
+#[derive(Default)]
+struct Ids {
+    job: u64,
+    helper: u64,
+    seq: u64,
+}
+
+impl Ids {
+    fn next_job(&mut self) -> JobId {
+        self.job += 1;
+        self.job
+    }
+
+    fn next_helper(&mut self) -> u64 {
+        self.helper += 1;
+        self.helper
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
 }
 
 /// The helpers of one set of credentials, and the zygote that forks them.
@@ -176,7 +203,7 @@ impl Pool {
                 jobs: HashMap::new(),
                 queue: VecDeque::new(),
                 completing: VecDeque::new(),
-                next_id: 1,
+                ids: Ids::default(),
                 stats: Stats::default(),
                 timer: None,
                 spawn_error_logged: false,
@@ -232,8 +259,7 @@ impl Pool {
     /// An id for a job about to be submitted (the request keeps it for `forget`).
     pub fn new_job_id(&self) -> JobId {
         let mut inner = self.inner.borrow_mut();
-        inner.next_id += 1;
-        inner.next_id
+        inner.ids.next_job()
     }
 
     /// Queues a job and starts what can start. `creds` are the calling thread's: a zygote
@@ -495,8 +521,7 @@ impl PoolInner {
             }
         };
         self.spawn_error_logged = false;
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.ids.next_helper();
         let Some(watch) = FdWatch::new(self.ev, self.mem, process.socket(), self.this.clone(), id)
         else {
             tracing::error!("tevent_add_fd failed: no helper");
@@ -552,8 +577,7 @@ impl PoolInner {
             let src = unsafe { std::slice::from_raw_parts(job.data.add(job.done), chunk) };
             helper.process.buffer()[..chunk].copy_from_slice(src);
         }
-        let seq = self.next_id;
-        self.next_id += 1;
+        let seq = self.ids.next_seq();
         let req = Request {
             seq,
             op: job.op as u32,
