@@ -11,7 +11,7 @@ scripts/install-deps.sh
 releases=(4.22.6 4.22.11 4.24.7 4.25.1)
 roots=()
 for release in "${releases[@]}"; do
-	roots+=("$(scripts/samba-rootfs.sh "$release")")
+	roots+=("$(scripts/testing/samba-rootfs.sh "$release")")
 done
 
 cargo fmt --check

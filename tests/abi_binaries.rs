@@ -1,5 +1,5 @@
 //! The module's VFS tables against the *binaries* of every Samba release there is one of
-//! here: the host's 4.17, and the smbd of each root file system of `scripts/samba-rootfs.sh`
+//! here: the host's 4.17, and the smbd of each root file system of `scripts/testing/samba-rootfs.sh`
 //! (4.22.6, 4.22.11, 4.24.7, 4.25.1). Headers can be misread; the compiled smbd is what
 //! calls the module.
 //!
@@ -24,7 +24,7 @@ use std::process::Command;
 
 use aio_fork::{filled_slots, interface_for_version};
 
-const ROOTFS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/samba-rootfs.sh");
+const ROOTFS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testing/samba-rootfs.sh");
 /// Releases with a root file system (arguments of samba-rootfs.sh).
 const ROOT_RELEASES: &[&str] = &["4.22.6", "4.22.11", "4.24.7", "4.25.1"];
 /// The slots the module fills, in the order `vfs_table::filled_slots` reports them.

@@ -3,7 +3,7 @@
 //! for each supported release (4.17 and 4.22). A wrong offset here would make smbd call
 //! the wrong function or read the wrong field, so it must fail CI instead.
 //!
-//! How: `scripts/samba-sources.sh` fetches (once, cached) Debian's Samba sources and keeps
+//! How: `scripts/testing/samba-sources.sh` fetches (once, cached) Debian's Samba sources and keeps
 //! `source3/include/vfs.h`. Compiling that header as is needs most of Samba, so the test
 //! cuts the three struct definitions the module uses out of it (`vfs_handle_struct`,
 //! `vfs_aio_state`, `vfs_fn_pointers`), keeps every member in its order, and writes each
@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use aio_fork::interface_for_version;
 
 /// The script that fetches the real headers; named in every failure about them.
-const SOURCES_SCRIPT: &str = "scripts/samba-sources.sh";
+const SOURCES_SCRIPT: &str = "scripts/testing/samba-sources.sh";
 
 /// A Samba release the module supports, and which of our tables smbd gets there.
 struct Release {

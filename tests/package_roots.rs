@@ -1,7 +1,7 @@
 //! The Debian package on the other Debian releases: built once here (on the host, as
 //! `scripts/build-deb.sh` does for admins), then installed, used and removed inside the
 //! root file systems of Debian 13 (Samba 4.22.11), trixie-backports (4.24.7) and sid
-//! (4.25.1) by `scripts/deb-in-samba-root.sh` (an overlay on the cached tree, in private
+//! (4.25.1) by `scripts/testing/deb-in-samba-root.sh` (an overlay on the cached tree, in private
 //! namespaces: the tree stays as it is). Each run must install with the release's own
 //! dpkg and dependencies, divert the C module, serve a 9 MiB put/get through helpers,
 //! and on removal give the C module back byte for byte.
@@ -9,7 +9,7 @@
 use std::process::Command;
 
 const BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-deb.sh");
-const IN_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/deb-in-samba-root.sh");
+const IN_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testing/deb-in-samba-root.sh");
 const RELEASES: &[&str] = &["4.22.11", "4.24.7", "4.25.1"];
 
 #[test]

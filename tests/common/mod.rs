@@ -3,7 +3,8 @@
 //!
 //! Layout:
 //! - [`namespace`]: re-runs a test inside `unshare --net --mount --pid` and bind-mounts
-//!   the module under test over Samba's `vfs/aio_fork.so` there (the host is untouched).
+//!   there a copy of Samba's vfs directory holding the module under test (as
+//!   `aio_fork.so` or another name) and its helper program (the host is untouched).
 //! - [`module`]: finds the module file and tells whether it is Samba's C module.
 //! - [`smbd`]: writes an smb.conf, adds the user, starts and stops smbd.
 //! - [`client`]: one-shot `smbclient -c`, and a long-lived interactive session.

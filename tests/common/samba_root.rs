@@ -1,10 +1,10 @@
 //! Optional: run the tests against another Samba release, whose smbd and smbpasswd come
-//! from a root file system (e.g. Samba 4.22 from `scripts/samba-rootfs.sh`) instead of
+//! from a root file system (e.g. Samba 4.22 from `scripts/testing/samba-rootfs.sh`) instead of
 //! the host's installation.
 //!
-//!     AIO_FORK_SAMBA_ROOT=$(scripts/samba-rootfs.sh) cargo test --test transfers
+//!     AIO_FORK_SAMBA_ROOT=$(scripts/testing/samba-rootfs.sh) cargo test --test transfers
 //!
-//! Each such program runs through `scripts/run-in-samba-root.sh`, chrooted into the tree
+//! Each such program runs through `scripts/testing/run-in-samba-root.sh`, chrooted into the tree
 //! with the module under test bind-mounted over the tree's `vfs/aio_fork.so` and the
 //! host's /tmp (where the per-test work dirs live) at the same path inside, so smb.conf,
 //! shares and logs need no translation. Clients (smbclient, smbtorture) stay the host's
@@ -20,8 +20,8 @@ use super::module;
 /// The root file system to take smbd and smbpasswd from; unset: the host's Samba.
 pub const ENV_SAMBA_ROOT: &str = "AIO_FORK_SAMBA_ROOT";
 /// Builds the tree, and names it in failure messages.
-const ROOTFS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/samba-rootfs.sh");
-const RUN_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/run-in-samba-root.sh");
+const ROOTFS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testing/samba-rootfs.sh");
+const RUN_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testing/run-in-samba-root.sh");
 /// Written last by samba-rootfs.sh; holds `smbd -V` of the tree.
 const STAMP: &str = ".aio_fork-rootfs-complete";
 

@@ -5,7 +5,7 @@
 # source3/include/vfs.h, installs it into a DESTDIR, and then loads the result into the host's smbd as
 # "aio_fork_rs" in a private namespace (host untouched) to prove the in-tree build works.
 #
-#   scripts/check-wscript.sh [ORIG_TARBALL]
+#   scripts/testing/check-wscript.sh [ORIG_TARBALL]
 #
 # ORIG_TARBALL: Samba's source (default: $AIO_FORK_SAMBA_ORIG, else
 # /work/src-samba/samba_4.17.12+dfsg.orig.tar.xz, else one kept by samba-sources.sh).
@@ -14,7 +14,7 @@
 # Not part of the test command: it needs Samba's full source and build tools; about
 # 2 minutes the first time, 30 s after.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 
 log() { echo "check-wscript: $*" >&2; }
 

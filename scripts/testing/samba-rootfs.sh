@@ -2,7 +2,7 @@
 # Builds, once, a Debian root file system holding one Samba release (smbd, smbpasswd,
 # smbclient, the C VFS modules), and prints its path.
 #
-#   scripts/samba-rootfs.sh [RELEASE]
+#   scripts/testing/samba-rootfs.sh [RELEASE]
 #
 # RELEASE (default 4.22.6) is one of the Samba releases Debian's archive serves besides
 # the host's 4.17.12:
@@ -15,7 +15,7 @@
 #
 # Why: the host runs Debian's Samba 4.17 and must stay untouched; the tests prove that
 # one build of the module also loads into the other releases by running their smbd
-# chrooted into these trees (see scripts/run-in-samba-root.sh). The trees live outside
+# chrooted into these trees (see scripts/testing/run-in-samba-root.sh). The trees live outside
 # the repository, in a cache directory CI can keep between runs.
 #
 # Idempotent: a stamp file written as the very last step marks a complete tree; with it

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Runs a program of the Samba 4.22 root file system (scripts/samba-rootfs.sh) chrooted
+# Runs a program of the Samba 4.22 root file system (scripts/testing/samba-rootfs.sh) chrooted
 # into it, e.g. its smbd or smbpasswd, with the module under test in place of Samba's
 # vfs/aio_fork.so:
 #
-#   scripts/run-in-samba-root.sh [--module FILE] [--] PROGRAM [ARGS...]
+#   scripts/testing/run-in-samba-root.sh [--module FILE] [--] PROGRAM [ARGS...]
 #
 # In a private mount namespace of its own (nothing is visible outside, nothing is left
 # behind when the program exits):
@@ -52,7 +52,7 @@ done
 
 if [[ ! -f $ROOTFS/.aio_fork-rootfs-complete ]]; then
 	echo "run-in-samba-root: no complete Samba root file system at $ROOTFS:" \
-		"run scripts/samba-rootfs.sh first (as root, with network access)" >&2
+		"run scripts/testing/samba-rootfs.sh first (as root, with network access)" >&2
 	exit 1
 fi
 
@@ -64,7 +64,7 @@ if [[ -n $module ]]; then
 	vfsdir=$(echo "$ROOTFS"/usr/lib/*/samba/vfs)
 	if [[ ! -f $vfsdir/aio_fork.so ]]; then
 		echo "run-in-samba-root: $vfsdir/aio_fork.so missing (samba-vfs-modules not in the" \
-			"root file system?): rebuild it with scripts/samba-rootfs.sh" >&2
+			"root file system?): rebuild it with scripts/testing/samba-rootfs.sh" >&2
 		exit 1
 	fi
 	if [[ -f $(dirname "$module")/aio_fork_helper ]]; then

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian package into the root file system of another Samba release (see
-# scripts/samba-rootfs.sh), checks that it serves a share there, removes it, and checks
+# scripts/testing/samba-rootfs.sh), checks that it serves a share there, removes it, and checks
 # that Samba's own C module is back, byte for byte:
 #
-#   scripts/deb-in-samba-root.sh RELEASE DEB
+#   scripts/testing/deb-in-samba-root.sh RELEASE DEB
 #
 # The cached tree is never written: everything happens on an overlay (writable layer on a
 # tmpfs) inside private mount, network and PID namespaces, which vanish when the script
@@ -11,7 +11,7 @@
 # the overlay; smbd, smbpasswd and smbclient are the release's own. Prints one line per
 # step; exits non-zero at the first check that fails. Runs as root.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 
 (($# == 2)) || {
 	echo "usage: $0 RELEASE DEB" >&2
@@ -19,7 +19,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 }
 release=$1
 deb=$(realpath -e "$2")
-root=$("$repo/scripts/samba-rootfs.sh" "$release")
+root=$("$repo/scripts/testing/samba-rootfs.sh" "$release")
 
 work=$(mktemp -d /tmp/aio_fork_deb_root.XXXXXX)
 trap 'rm -rf --one-file-system "$work"' EXIT
