@@ -24,7 +24,10 @@ use std::process::Command;
 
 use aio_fork::{filled_slots, interface_for_version};
 
-const ROOTFS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testing/samba-rootfs.sh");
+const ROOTFS_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/scripts/testing/samba-rootfs.sh"
+);
 /// Releases with a root file system (arguments of samba-rootfs.sh).
 const ROOT_RELEASES: &[&str] = &["4.22.6", "4.22.11", "4.24.7", "4.25.1"];
 /// The slots the module fills, in the order `vfs_table::filled_slots` reports them.

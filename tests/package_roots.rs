@@ -9,7 +9,10 @@
 use std::process::Command;
 
 const BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-deb.sh");
-const IN_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testing/deb-in-samba-root.sh");
+const IN_ROOT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/scripts/testing/deb-in-samba-root.sh"
+);
 const RELEASES: &[&str] = &["4.22.11", "4.24.7", "4.25.1"];
 
 #[test]

@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 /// The share's pool, kept in `handle->data`.
 unsafe fn pool_of(handle: *mut ffi::vfs_handle_struct) -> Option<Rc<Pool>> {
-    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
     unsafe {
         let data = (*handle).data as *const Rc<Pool>;
         data.as_ref().cloned()
@@ -77,7 +77,7 @@ pub unsafe extern "C" fn connect(
 
 /// One option's raw smb.conf value for share `snum`, if set.
 unsafe fn share_option(snum: i32, prefix: &str, option: &str) -> Option<String> {
-    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
     unsafe {
         let (prefix, option) = (CString::new(prefix).ok()?, CString::new(option).ok()?);
         let v = (api().lp_parm_const_string)(snum, prefix.as_ptr(), option.as_ptr(), ptr::null());
@@ -120,7 +120,7 @@ pub unsafe extern "C" fn pread_send(
     n: usize,
     offset: libc::off_t,
 ) -> *mut ffi::tevent_req {
-    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
     unsafe {
         send(SendArgs {
             op: Op::Read,
@@ -144,7 +144,7 @@ pub unsafe extern "C" fn pwrite_send(
     n: usize,
     offset: libc::off_t,
 ) -> *mut ffi::tevent_req {
-    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
     unsafe {
         send(SendArgs {
             op: Op::Write,
@@ -165,7 +165,7 @@ pub unsafe extern "C" fn fsync_send(
     ev: *mut ffi::tevent_context,
     fsp: *mut ffi::files_struct,
 ) -> *mut ffi::tevent_req {
-    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
     unsafe {
         send(SendArgs {
             op: Op::Fsync,
@@ -194,7 +194,7 @@ pub unsafe extern "C" fn pread_recv(
     req: *mut ffi::tevent_req,
     aio: *mut ffi::vfs_aio_state,
 ) -> libc::ssize_t {
-    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
     unsafe { recv(req, aio) }
 }
 
@@ -202,7 +202,7 @@ pub unsafe extern "C" fn pwrite_recv(
     req: *mut ffi::tevent_req,
     aio: *mut ffi::vfs_aio_state,
 ) -> libc::ssize_t {
-    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
     unsafe { recv(req, aio) }
 }
 
@@ -210,6 +210,6 @@ pub unsafe extern "C" fn fsync_recv(
     req: *mut ffi::tevent_req,
     aio: *mut ffi::vfs_aio_state,
 ) -> libc::c_int {
-    // SAFETY: smbd calls through the VFS table with the arguments its VFS layer documents (the module's contract above).
+    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
     unsafe { recv(req, aio) as libc::c_int }
 }

@@ -1,5 +1,8 @@
 //! One async VFS request as smbd sees it: a tevent request whose state is a `ReqState`
 //! living in talloc memory, served by the pool or handed to the next module.
+//!
+//! The private `unsafe fn`s here share one contract: `req` is a live request made by
+//! `send`, whose state is a `ReqState`.
 
 use crate::abi::ffi;
 use crate::abi::samba::api;
@@ -57,7 +60,7 @@ pub struct SendArgs {
 /// # Safety
 /// The arguments are those smbd passed to a `*_send` VFS call.
 pub unsafe fn send(args: SendArgs, pool: Option<Rc<Pool>>) -> *mut ffi::tevent_req {
-    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    // SAFETY: the arguments are those smbd passed to a `*_send` VFS call (the contract).
     unsafe {
         let mut state: *mut c_void = ptr::null_mut();
         let req = ffi::aio_fork_req_create(args.mem_ctx, &mut state, mem::size_of::<ReqState>());
@@ -98,7 +101,7 @@ pub unsafe fn send(args: SendArgs, pool: Option<Rc<Pool>>) -> *mut ffi::tevent_r
 }
 
 unsafe fn start(req: *mut ffi::tevent_req) {
-    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    // SAFETY: per this function's contract: a live request made by `send` (state: ReqState).
     unsafe {
         let state = state_of(req);
         let fd = (api().fsp_get_io_fd)(state.fsp);
@@ -174,7 +177,7 @@ unsafe fn start(req: *mut ffi::tevent_req) {
 /// Records the result `recv` will give (bytes, or -1 with `error`); the caller then marks
 /// the request done (or posts it).
 unsafe fn set_result(req: *mut ffi::tevent_req, result: isize, error: i32, duration_ns: u64) {
-    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    // SAFETY: per this function's contract: a live request made by `send` (state: ReqState).
     unsafe {
         let state = state_of(req);
         state.job = None;
@@ -188,7 +191,7 @@ unsafe fn set_result(req: *mut ffi::tevent_req, result: isize, error: i32, durat
 
 /// Fails a request that could not even start.
 unsafe fn fail_now(req: *mut ffi::tevent_req, error: i32) {
-    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    // SAFETY: per this function's contract: a live request made by `send` (state: ReqState).
     unsafe {
         ffi::aio_fork_req_error(req, error);
         let _ = ffi::tevent_req_post(req, state_of(req).ev);
@@ -218,7 +221,7 @@ pub fn run_action(action: Action) {
 
 /// Serves the request (from byte `done` on) through the next module in the VFS chain.
 unsafe fn fall_back(req: *mut ffi::tevent_req, done: usize) {
-    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    // SAFETY: per this function's contract: a live request made by `send` (state: ReqState).
     unsafe {
         let state = state_of(req);
         state.job = None;
@@ -296,7 +299,7 @@ unsafe extern "C" fn fallback_done(subreq: *mut ffi::tevent_req) {
 /// # Safety
 /// `req` is a request created by `send`.
 pub unsafe fn recv(req: *mut ffi::tevent_req, aio: *mut ffi::vfs_aio_state) -> isize {
-    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    // SAFETY: per this function's contract: a live request made by `send` (state: ReqState).
     unsafe {
         let mut tstate = ffi::tevent_req_state::TEVENT_REQ_INIT;
         let mut err: u64 = 0;
@@ -315,7 +318,7 @@ pub unsafe fn recv(req: *mut ffi::tevent_req, aio: *mut ffi::vfs_aio_state) -> i
 }
 
 unsafe fn state_of<'a>(req: *mut ffi::tevent_req) -> &'a mut ReqState {
-    // SAFETY: `req` (or the arguments) are live, as this function's contract says: a request made by `send`, whose state is a `ReqState`.
+    // SAFETY: per this function's contract: a live request made by `send` (state: ReqState).
     unsafe { &mut *(ffi::aio_fork_req_data(req) as *mut ReqState) }
 }
 

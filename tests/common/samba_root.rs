@@ -20,8 +20,14 @@ use super::module;
 /// The root file system to take smbd and smbpasswd from; unset: the host's Samba.
 pub const ENV_SAMBA_ROOT: &str = "AIO_FORK_SAMBA_ROOT";
 /// Builds the tree, and names it in failure messages.
-const ROOTFS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testing/samba-rootfs.sh");
-const RUN_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testing/run-in-samba-root.sh");
+const ROOTFS_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/scripts/testing/samba-rootfs.sh"
+);
+const RUN_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/scripts/testing/run-in-samba-root.sh"
+);
 /// Written last by samba-rootfs.sh; holds `smbd -V` of the tree.
 const STAMP: &str = ".aio_fork-rootfs-complete";
 
