@@ -15,6 +15,7 @@
 //! queued as `Action`s in `completing` and run one by one afterwards; a request freed in
 //! the meantime removes its own pending actions (see `forget`).
 
+mod crew;
 mod events;
 pub mod latency;
 mod policy;
@@ -26,8 +27,8 @@ use crate::parent::credentials::Credentials;
 use crate::parent::helper::{HelperProcess, ReplyRead, BUFFER_SIZE};
 use crate::parent::processes::{Slot, PROCESSES};
 use crate::parent::reap;
-use crate::parent::zygote::Zygote;
 use crate::protocol::{self, Op, Request, FLAG_ERRATIC};
+use crew::Crew;
 use events::{FdWatch, Timer};
 use policy::Placement;
 use stats::Stats;
@@ -146,19 +147,6 @@ impl Ids {
         self.seq
     }
 }
-
-/// The helpers of one set of credentials, and the zygote that forks them.
-struct Crew {
-    creds: Credentials,
-    /// Set while the crew may grow; helpers keep their zygote alive themselves.
-    zygote: Option<Rc<Zygote>>,
-    /// When the helper program last failed to start: not tried again for a while.
-    failed: Option<Instant>,
-}
-
-/// After the helper program failed to start, the crew's requests go to the next module
-/// for this long before it is tried again.
-const RETRY_START_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Helper {
     id: u64,
@@ -365,48 +353,27 @@ impl PoolInner {
         if let Some(i) = self.crews.iter().position(|c| c.creds == creds) {
             return i;
         }
-        self.crews.push(Crew {
-            creds,
-            zygote: None,
-            failed: None,
-        });
+        self.crews.push(Crew::new(creds));
         self.crews.len() - 1
     }
 
     /// Starts the zygote of `crew` if it has none. Only from `submit`: the calling thread
     /// then holds the crew's credentials, which the zygote takes.
     fn ensure_zygote(&mut self, crew: usize) {
-        let c = &self.crews[crew];
-        if c.zygote.is_some() || c.failed.is_some_and(|t| t.elapsed() < RETRY_START_AFTER) {
+        if !self.crews[crew].needs_zygote() {
             return;
         }
         let Some(slot) = self.take_slot() else {
             return;
         };
-        let began = Instant::now();
-        let started = if self.cfg.fail_fork_testing_mode {
-            Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
-        } else {
-            Zygote::start(&self.program, &self.crews[crew].creds, slot)
-        };
-        match started {
-            Ok(z) => {
-                let took_us = began.elapsed().as_micros() as u64;
-                tracing::debug!(
-                    pid = z.pid(),
-                    uid = self.crews[crew].creds.uid,
-                    took_us,
-                    "zygote started"
-                );
+        let refuse = self.cfg.fail_fork_testing_mode;
+        match self.crews[crew].start_zygote(&self.program, slot, refuse) {
+            Ok(took) => {
                 self.stats.zygotes += 1;
+                let took_us = took.as_micros() as u64;
                 self.stats.zygote_us_max = self.stats.zygote_us_max.max(took_us);
-                self.crews[crew].zygote = Some(Rc::new(z));
-                self.crews[crew].failed = None;
             }
-            Err(e) => {
-                self.crews[crew].failed = Some(Instant::now());
-                self.log_spawn_error(&e);
-            }
+            Err(e) => self.log_spawn_error(&e),
         }
     }
 
