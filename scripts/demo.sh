@@ -27,10 +27,17 @@ fi
 scripts/install-deps.sh
 cargo build --release
 module=$PWD/target/release/libaio_fork.so
+helper=$PWD/target/release/aio_fork_helper
 modulesdir=$(smbd -b | sed -n 's/^ *MODULESDIR: *//p')
 
 stop
 mkdir -p "$DEMO_DIR"/{private,lock,state,cache,pid,ncalrpc,share}
+# smbd loads modules by name from MODULESDIR/vfs only: the demo's smbd sees a copy of that
+# directory with the built module as aio_fork.so and its helper program beside it.
+rm -rf "$DEMO_DIR/vfs"
+cp -a "$modulesdir/vfs" "$DEMO_DIR/vfs"
+install -m 0644 "$module" "$DEMO_DIR/vfs/aio_fork.so"
+install -m 0755 "$helper" "$DEMO_DIR/vfs/aio_fork_helper"
 id "$DEMO_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$DEMO_USER"
 chown "$DEMO_USER" "$DEMO_DIR/share"
 conf=$DEMO_DIR/smb.conf
@@ -65,7 +72,7 @@ printf '%s\n%s\n' "$DEMO_PASSWORD" "$DEMO_PASSWORD" | smbpasswd -c "$conf" -s -a
 # setsid: the demo server outlives this script; unshare without --fork execs, so the pid
 # recorded is smbd's own.
 setsid unshare --mount --propagation private sh -c \
-	"mount --bind '$module' '$modulesdir/vfs/aio_fork.so' && exec smbd -s '$conf' -F --no-process-group" \
+	"mount --bind '$DEMO_DIR/vfs' '$modulesdir/vfs' && exec smbd -s '$conf' -F --no-process-group" \
 	>"$DEMO_DIR/smbd.out" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 
@@ -82,8 +89,13 @@ smbclient -p "$DEMO_PORT" "//127.0.0.1/demo" -U "$DEMO_USER%$DEMO_PASSWORD" \
 cmp "$tmp/in" "$tmp/out"
 rm -rf "$tmp"
 sleep 0.5
-echo "demo: 9 MiB put/get through the module: identical bytes"
-grep -A1 "aio_fork stats" "$DEMO_DIR/log.smbd" | tail -1 | sed 's/^ */demo: /'
+stats=$(grep -A1 "aio_fork stats" "$DEMO_DIR/log.smbd" | tail -1)
+if [[ $stats != *pwrite_bytes=9437187* ]]; then
+	echo "demo: the helpers did not serve the put (stats: ${stats:-none}); see $DEMO_DIR/log.smbd" >&2
+	exit 1
+fi
+echo "demo: 9 MiB put/get through the module's helpers: identical bytes"
+echo "$stats" | sed 's/^ */demo: /'
 cat <<MSG
 demo: serving //127.0.0.1/demo on port $DEMO_PORT with vfs objects = aio_fork (pid $(cat "$PIDFILE"))
   connect: smbclient -p $DEMO_PORT //127.0.0.1/demo -U $DEMO_USER%$DEMO_PASSWORD
