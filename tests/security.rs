@@ -738,9 +738,12 @@ fn sample_process(p: &procs::Proc) -> Option<ProcSample> {
     }
     let fields = status_map(&status);
     // The helper program right after its exec (named after its file until it becomes the
-    // zygote) takes its credentials and enters its sandbox within milliseconds: judged
-    // once that is done; one still unconfined after 2 s is judged as it is.
-    let setting_up = fields.get("NoNewPrivs").map(String::as_str) == Some("0");
+    // zygote) takes its credentials and enters its sandbox (no_new_privs, then the filter)
+    // within milliseconds: judged once that is done; one still unconfined after 2 s is
+    // judged as it is.
+    let confined = fields.get("NoNewPrivs").map(String::as_str) == Some("1")
+        && fields.get("Seccomp").map(String::as_str) == Some("2");
+    let setting_up = !confined;
     if setting_up && age(p.pid).is_some_and(|a| a < Duration::from_secs(2)) {
         return None;
     }
