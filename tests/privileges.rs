@@ -373,9 +373,10 @@ fn spawn_cost(ctx: &NsContext) {
         costs.push(median);
         drop(smbd);
     }
-    // Flat: the biggest smbd spawns within 3x (+1 ms) of the smallest.
+    // Flat: the biggest smbd spawns within 3x (+5 ms, for a busy machine) of the smallest;
+    // a fork of smbd itself would cost about 30 ms more at 2 GiB.
     assert!(
-        costs[2] <= costs[0] * 3 + 1000,
+        costs[2] <= costs[0] * 3 + 5000,
         "spawn cost grows with smbd: {costs:?} us for 0/512/2048 MiB"
     );
 }
