@@ -733,8 +733,8 @@ fn sample_process(p: &procs::Proc) -> Option<ProcSample> {
         .to_string();
     let p = &procs::Proc { comm, ..p.clone() };
     let maps = fs::read_to_string(format!("/proc/{}/maps", p.pid)).ok()?;
-    if maps.is_empty() {
-        return None; // exiting: its address space is already gone
+    if !maps.contains("aio_fork_helper") {
+        return None; // exiting: its address space (the program's own mapping first) is gone
     }
     let fields = status_map(&status);
     // The helper program right after its exec (named after its file until it becomes the
@@ -772,7 +772,9 @@ fn sample_process(p: &procs::Proc) -> Option<ProcSample> {
         if path.ends_with(".tdb") || path.ends_with(".ldb") {
             map_problems.push(format!("maps smbd's database {path}"));
         }
-        let own_buffer = p.comm == procs::HELPER_COMM && path.starts_with("/memfd:aio_fork_buffer");
+        // A helper's own buffer; the zygote maps each new helper's buffer for the instant
+        // between making and forking it.
+        let own_buffer = path.starts_with("/memfd:aio_fork_buffer");
         if perms.ends_with('s') && !own_buffer {
             map_problems.push(format!("shared mapping {line}"));
         }
@@ -797,6 +799,9 @@ fn sample_process(p: &procs::Proc) -> Option<ProcSample> {
         .lines()
         .filter(|l| l.contains("/memfd:aio_fork_buffer"))
         .count();
+    if p.comm == procs::HELPER_COMM && buffers == 0 && exits_soon(p.pid) {
+        return None; // ending: its mappings were going away while they were read
+    }
     if p.comm == procs::HELPER_COMM && buffers != 1 {
         map_problems.push(format!(
             "{buffers} buffer mappings (want its own one); NoNewPrivs {:?} Seccomp {:?}, \
