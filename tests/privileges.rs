@@ -238,15 +238,7 @@ fn free_space(dir: &Path) -> (u64, u64) {
 
 /// Module processes (helpers and zygotes) below the main smbd now.
 fn module_processes(main_pid: u32) -> usize {
-    let snap = procs::snapshot();
-    let conns = procs::connection_pids(&snap, main_pid);
-    snap.iter()
-        .filter(|p| {
-            p.is_live()
-                && (p.comm == procs::HELPER_COMM || p.comm == procs::ZYGOTE_COMM)
-                && conns.contains(&p.ppid)
-        })
-        .count()
+    procs::module_processes(&procs::snapshot(), main_pid).len()
 }
 
 fn tree_connects(ctx: &NsContext) {

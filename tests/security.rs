@@ -705,14 +705,8 @@ struct ProcSample {
 fn watch_module_processes(main_pid: u32, stop: &AtomicBool) -> Vec<ProcSample> {
     let mut samples = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let snap = procs::snapshot();
-        let conns = procs::connection_pids(&snap, main_pid);
-        for p in snap.iter().filter(|p| {
-            p.is_live()
-                && (p.comm == procs::HELPER_COMM || p.comm == procs::ZYGOTE_COMM)
-                && conns.contains(&p.ppid)
-        }) {
-            if let Some(sample) = sample_process(p) {
+        for p in procs::module_processes(&procs::snapshot(), main_pid) {
+            if let Some(sample) = sample_process(&p) {
                 samples.push(sample);
             }
         }

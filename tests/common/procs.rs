@@ -222,3 +222,18 @@ fn is_misparented(helper: &Proc, snap: &[Proc], conns: &[u32]) -> bool {
     let parent_live = snap.iter().any(|p| p.pid == helper.ppid && p.is_live());
     parent_live && helper.ppid != 1 && !conns.contains(&helper.ppid)
 }
+
+/// The live module processes (helpers and zygotes) of `main_pid`'s connections in `procs`
+/// (a [`snapshot`], which reports a zygote-born helper as its connection's child).
+pub fn module_processes(procs: &[Proc], main_pid: u32) -> Vec<Proc> {
+    let conns = connection_pids(procs, main_pid);
+    procs
+        .iter()
+        .filter(|p| {
+            p.is_live()
+                && (p.comm == HELPER_COMM || p.comm == ZYGOTE_COMM)
+                && conns.contains(&p.ppid)
+        })
+        .cloned()
+        .collect()
+}
