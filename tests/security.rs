@@ -87,6 +87,8 @@ const MIN_IN_FLIGHT: usize = 10;
 const LOAD_LIMIT: Duration = Duration::from_secs(90);
 /// How long a helper seen before its sandbox may take to enter it.
 const SETUP_GRACE: Duration = Duration::from_secs(2);
+/// `Seccomp_filters` of a helper: its zygote's filter and its own.
+const HELPER_FILTERS: &str = "2";
 
 /// One look at one helper.
 #[derive(Debug)]
@@ -265,11 +267,12 @@ impl SmbdRef {
 
 /// The fd table and status of `pid`, if it is (still) a helper and not exiting. A
 /// helper seen before its sandbox is in place (just forked: it takes its name first,
-/// then closes smbd's descriptors and enters seccomp, before it serves anything) is
-/// looked at again once it is; if it never gets there, the first look is returned.
+/// then closes smbd's descriptors and adds its own filter to the zygote's inherited
+/// one, before it serves anything) is looked at again once it is; if it never gets
+/// there, the first look is returned.
 fn inspect(pid: u32) -> Option<Inspection> {
     let first = inspect_once(pid)?;
-    if status_map(&first.status).get("Seccomp").map(String::as_str) == Some("2") {
+    if sandbox_complete(&first.status) {
         return Some(first);
     }
     let deadline = Instant::now() + SETUP_GRACE;
@@ -278,7 +281,7 @@ fn inspect(pid: u32) -> Option<Inspection> {
         let Some(again) = inspect_once(pid) else {
             return None; // gone
         };
-        if status_map(&again.status).get("Seccomp").map(String::as_str) == Some("2") {
+        if sandbox_complete(&again.status) {
             return Some(Inspection {
                 seen_in_setup: true,
                 ..again
@@ -286,6 +289,17 @@ fn inspect(pid: u32) -> Option<Inspection> {
         }
     }
     Some(first)
+}
+
+/// Whether a helper's status shows its whole sandbox: filter mode and, where the kernel
+/// counts filters (5.9+), both the zygote's and its own. `Seccomp: 2` alone is already
+/// true the instant after fork, from the inherited filter.
+fn sandbox_complete(status: &str) -> bool {
+    let fields = status_map(status);
+    fields.get("Seccomp").map(String::as_str) == Some("2")
+        && fields
+            .get("Seccomp_filters")
+            .map_or(true, |n| n == HELPER_FILTERS)
 }
 
 fn inspect_once(pid: u32) -> Option<Inspection> {
@@ -408,7 +422,7 @@ fn judge(found: &Inspection, share_dir: &Path, at_rest: bool) -> Vec<String> {
     // Linux 5.9+ shows how many filters are attached; older kernels do not. A helper has
     // its zygote's filter (inherited) and its own, narrower one.
     if let Some(n) = fields.get("Seccomp_filters") {
-        if n != "2" {
+        if n != HELPER_FILTERS {
             problems.push(format!(
                 "helper {pid}: Seccomp_filters: {n}, expected the zygote's and its own"
             ));
