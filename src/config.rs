@@ -22,6 +22,27 @@ pub const FAIL_FORK: &str = "fail fork testing mode";
 pub const INLINE_CACHED_READS: &str = "inline cached reads";
 pub const MAX_PROCESSES: &str = "max processes";
 pub const HELPER_PROGRAM: &str = "helper program";
+pub const TIMEOUT_ACTION: &str = "timeout action";
+
+/// What becomes of a request whose helper did not answer within `request timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutAction {
+    /// Sent once more, provided its helper is seen to exit (a helper stopped or looping
+    /// in user space does; one stuck in the kernel in a hung backend does not, and its
+    /// request fails with EIO).
+    Retry,
+    /// Fails with EIO at once.
+    Fail,
+}
+
+impl TimeoutAction {
+    fn name(self) -> &'static str {
+        match self {
+            TimeoutAction::Retry => "retry",
+            TimeoutAction::Fail => "fail",
+        }
+    }
+}
 
 /// A whole-number option: its name, default and accepted range.
 struct Count {
@@ -79,9 +100,10 @@ pub struct Config {
     pub min_helpers: u32,
     /// Idle helpers above `min_helpers` are ended after this long.
     pub idle_timeout: Duration,
-    /// A helper busy with one request for longer is taken as hung: it is ended and its
-    /// request retried on another helper.
+    /// A request not answered within this (from its arrival, queueing included) is taken
+    /// as hung: its helper is ended, and the request retried or failed (`timeout_action`).
     pub request_timeout: Duration,
+    pub timeout_action: TimeoutAction,
     /// Requests that may wait for a helper; more go to the next module.
     pub max_queue: u32,
     pub erratic_testing_mode: bool,
@@ -103,6 +125,7 @@ impl Default for Config {
             min_helpers: MIN_HELPERS_COUNT.default,
             idle_timeout: Duration::from_secs(IDLE_TIMEOUT_SECS.default.into()),
             request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS.default.into()),
+            timeout_action: TimeoutAction::Retry,
             max_queue: MAX_QUEUE_COUNT.default,
             erratic_testing_mode: false,
             fail_fork_testing_mode: false,
@@ -175,6 +198,22 @@ impl Config {
                 None
             }
             None => None,
+        };
+        cfg.timeout_action = match lookup(PREFIX, TIMEOUT_ACTION) {
+            None => TimeoutAction::Retry,
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "retry" => TimeoutAction::Retry,
+                "fail" => TimeoutAction::Fail,
+                _ => {
+                    rejected.push(Rejected {
+                        option: option_name(TIMEOUT_ACTION),
+                        given: v,
+                        used: TimeoutAction::Retry.name().into(),
+                        why: "neither 'retry' nor 'fail'",
+                    });
+                    TimeoutAction::Retry
+                }
+            },
         };
         (cfg, rejected)
     }
@@ -266,7 +305,18 @@ mod tests {
         assert!(cfg.inline_cached_reads);
         assert_eq!(cfg.max_processes, 64);
         assert_eq!(cfg.helper_program, None);
+        assert_eq!(cfg.timeout_action, TimeoutAction::Retry);
         assert!(rejected.is_empty());
+    }
+
+    #[test]
+    fn the_timeout_action_is_retry_or_fail() {
+        let (cfg, rejected) = parse(&[("aio_fork:timeout action", " Fail ")]);
+        assert_eq!(cfg.timeout_action, TimeoutAction::Fail);
+        assert!(rejected.is_empty());
+        let (cfg, rejected) = parse(&[("aio_fork:timeout action", "panic")]);
+        assert_eq!(cfg.timeout_action, TimeoutAction::Retry);
+        assert_eq!(rejected[0].to_string(), "invalid value 'panic' for 'aio_fork:timeout action' (neither 'retry' nor 'fail'): using retry");
     }
 
     #[test]

@@ -65,6 +65,31 @@ impl HelperProcess {
         self.sock.as_raw_fd()
     }
 
+    /// The helper's pidfd: readable once it has exited.
+    pub fn pidfd(&self) -> RawFd {
+        self.pidfd.as_raw_fd()
+    }
+
+    /// Whether the helper has exited (its pidfd is readable).
+    pub fn exited(&self) -> bool {
+        let mut pfd = [libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one pollfd on our own pidfd, no waiting.
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, 0) };
+        n == 1 && pfd[0].revents & libc::POLLIN != 0
+    }
+
+    /// SIGKILLs the helper, through the zygote if smbd, acting as another user right now,
+    /// may not signal it.
+    pub fn kill(&self) {
+        if !reap::kill(&self.pidfd) {
+            self.zygote.end_helper(self.pid);
+        }
+    }
+
     pub fn buffer(&mut self) -> &mut [u8] {
         &mut self.buf[..]
     }
@@ -142,9 +167,7 @@ impl Drop for HelperProcess {
     /// Ends the helper without waiting; the zygote reaps it. smbd may be acting as another
     /// user than the helper's right now, and then may not signal it: the zygote does.
     fn drop(&mut self) {
-        if !reap::kill(&self.pidfd) {
-            self.zygote.end_helper(self.pid);
-        }
+        self.kill();
     }
 }
 

@@ -16,19 +16,21 @@
 //! the meantime removes its own pending actions (see `forget`).
 
 mod crew;
+mod ending;
 mod events;
 pub mod latency;
 mod policy;
 pub mod stats;
 
 use crate::abi::ffi;
-use crate::config::Config;
+use crate::config::{Config, TimeoutAction};
 use crate::parent::credentials::Credentials;
 use crate::parent::helper::{HelperProcess, ReplyRead, BUFFER_SIZE};
 use crate::parent::processes::{Slot, PROCESSES};
 use crate::parent::reap;
 use crate::protocol::{self, Op, Request, FLAG_ERRATIC};
 use crew::Crew;
+use ending::{Ending, FileId};
 use events::{FdWatch, Timer};
 use policy::Placement;
 use stats::Stats;
@@ -64,6 +66,44 @@ pub struct Job {
     pub crew: usize,
     /// When smbd sent the request: the stats report latency from here.
     pub arrived: Instant,
+    /// When the job last made progress (queued, or a piece answered): the request timeout
+    /// runs from here.
+    pub progress: Instant,
+    /// Whether the job already timed out once (a second time, it fails).
+    pub timed_out: bool,
+    /// The file a write or append goes to, for ordering behind a stuck write to it.
+    pub file: Option<FileId>,
+}
+
+impl Job {
+    /// A job for smbd's request `req`, with `done` of its `len` bytes already done.
+    pub fn new(
+        req: *mut ffi::tevent_req,
+        op: Op,
+        fd: RawFd,
+        offset: i64,
+        len: usize,
+        data: *mut u8,
+        done: usize,
+    ) -> Job {
+        let now = Instant::now();
+        Job {
+            req,
+            op,
+            fd,
+            offset,
+            len,
+            data,
+            done,
+            deaths: 0,
+            duration_ns: 0,
+            crew: 0,
+            arrived: now,
+            progress: now,
+            timed_out: false,
+            file: if op.writes() { FileId::of(fd) } else { None },
+        }
+    }
 }
 
 /// What to do with a request once the pool's state is no longer borrowed.
@@ -106,6 +146,8 @@ struct PoolInner {
     /// The owning pool, for the events' wake-ups.
     this: Weak<Pool>,
     helpers: Vec<Helper>,
+    /// Helpers ended for a timeout, until they exit.
+    ending: Vec<Ending>,
     jobs: HashMap<JobId, Job>,
     queue: VecDeque<JobId>,
     completing: VecDeque<Action>,
@@ -188,6 +230,7 @@ impl Pool {
                 mem,
                 this: this.clone(),
                 helpers: Vec::new(),
+                ending: Vec::new(),
                 jobs: HashMap::new(),
                 queue: VecDeque::new(),
                 completing: VecDeque::new(),
@@ -311,7 +354,14 @@ impl Pool {
 
     fn on_readable(&self, helper: u64) {
         reap::pending();
-        self.inner.borrow_mut().handle_reply(helper);
+        {
+            let mut inner = self.inner.borrow_mut();
+            if inner.ending.iter().any(|e| e.id == helper) {
+                inner.on_exit(helper);
+            } else {
+                inner.handle_reply(helper);
+            }
+        }
         self.run_completions();
     }
 
@@ -324,6 +374,8 @@ impl Pool {
             }
             let now = Instant::now();
             inner.end_hung(now);
+            inner.time_out_queued(now);
+            inner.give_up_on_exits(now);
             inner.cull(now);
             for crew in 0..inner.crews.len() {
                 inner.ensure_min(crew);
@@ -342,6 +394,7 @@ impl Drop for Pool {
         while !inner.helpers.is_empty() {
             inner.remove_helper(0);
         }
+        inner.ending.clear();
         // SAFETY: our own talloc context; everything under it is ours.
         unsafe { ffi::aio_fork_talloc_free(inner.mem) };
     }
@@ -409,7 +462,7 @@ impl PoolInner {
                 self.queue.remove(i);
                 continue;
             };
-            if blocked.contains(&crew) {
+            if blocked.contains(&crew) || self.held_behind_stuck_write(id) {
                 i += 1;
                 continue;
             }
@@ -428,16 +481,28 @@ impl PoolInner {
             .queue
             .iter()
             .copied()
-            .filter(|id| {
-                self.jobs
-                    .get(id)
-                    .is_some_and(|j| !self.helpers.iter().any(|h| h.crew == j.crew))
+            .filter(|&id| {
+                self.jobs.get(&id).is_some_and(|j| {
+                    !self.helpers.iter().any(|h| h.crew == j.crew)
+                        && !self.ending.iter().any(|e| e.crew == j.crew)
+                        && !self.held_behind_stuck_write(id)
+                })
             })
             .collect();
         for id in orphaned {
             self.queue.retain(|&q| q != id);
             self.fall_back(id);
         }
+    }
+
+    /// Whether job `id` writes a file that a helper ended for a timeout may still be
+    /// writing: it must wait for that helper's exit, or its data could end up under the
+    /// older write's.
+    fn held_behind_stuck_write(&self, id: JobId) -> bool {
+        let Some(file) = self.jobs.get(&id).and_then(|j| j.file) else {
+            return false;
+        };
+        self.ending.iter().any(|e| e.writing == Some(file))
     }
 
     /// The idle helpers of `crew` (all crews: `None`): indexes, and since when each is idle.
@@ -461,7 +526,9 @@ impl PoolInner {
     /// another crew's idle helper if need be); `None`: the job must wait.
     fn free_helper(&mut self, crew: usize) -> Option<usize> {
         let (idle, since) = self.idle_helpers(Some(crew));
-        match policy::place(&since, self.helpers.len(), self.cfg.max_helpers as usize) {
+        // Ending helpers still hold their place: stuck ones must not multiply.
+        let live = self.helpers.len() + self.ending.len();
+        match policy::place(&since, live, self.cfg.max_helpers as usize) {
             Placement::Idle(i) => Some(idle[i]),
             Placement::Spawn => self.spawn(crew),
             Placement::Wait => {
@@ -650,6 +717,7 @@ impl PoolInner {
                 unsafe { ptr::copy_nonoverlapping(buf.as_ptr(), job.data.add(job.done), n) };
             }
             job.done += n;
+            job.progress = Instant::now();
             let more = job.op != Op::Fsync && n == chunk && job.done < job.len;
             if more {
                 return true;
@@ -729,14 +797,7 @@ impl PoolInner {
                 done = job.done,
                 "helper died during an append: it may or may not have been written; reporting EIO"
             );
-            let job = self.jobs.remove(&id).expect("job present");
-            self.account(&job, -(libc::EIO as i64));
-            self.completing.push_back(Action::Finish {
-                req: job.req,
-                result: if job.done > 0 { job.done as isize } else { -1 },
-                error: if job.done > 0 { 0 } else { libc::EIO },
-                duration_ns: job.duration_ns,
-            });
+            self.fail(id, libc::EIO);
             return;
         }
         job.deaths += 1;
@@ -747,6 +808,30 @@ impl PoolInner {
         } else {
             self.fall_back(id);
         }
+    }
+
+    /// Completes job `id` with `error`, or with what it did if that is not nothing.
+    fn fail(&mut self, id: JobId, error: i32) {
+        let Some(job) = self.jobs.remove(&id) else {
+            return;
+        };
+        self.account(&job, -(error as i64));
+        if job.req.is_null() {
+            return;
+        }
+        self.completing.push_back(Action::Finish {
+            req: job.req,
+            result: if job.done > 0 { job.done as isize } else { -1 },
+            error: if job.done > 0 { 0 } else { error },
+            duration_ns: job.duration_ns,
+        });
+    }
+
+    fn fail_timed_out(&mut self, id: JobId) {
+        if self.jobs.contains_key(&id) {
+            self.stats.timeouts += 1;
+        }
+        self.fail(id, libc::EIO);
     }
 
     /// Hands job `id` to the next module (its done part stays done).
@@ -802,8 +887,8 @@ impl PoolInner {
         }
     }
 
-    /// Ends helpers busy with one request for longer than `request timeout` (hung, e.g.
-    /// stopped, or stuck): their requests are retried like those of a dead helper.
+    /// Ends helpers busy with one piece of a request for longer than `request timeout`
+    /// (stopped, looping, or blocked in a hung backend); see `ending`.
     fn end_hung(&mut self, now: Instant) {
         let timeout = self.cfg.request_timeout;
         while let Some(idx) = self.helpers.iter().position(|h| {
@@ -815,12 +900,129 @@ impl PoolInner {
                 "helper did not answer within the request timeout: ending it"
             );
             self.stats.hung += 1;
-            self.bury(idx, true);
+            self.end_timed_out(idx);
         }
     }
 
+    /// Kills helper `idx` and keeps it until it exits. Its request is sent again after that
+    /// exit if `timeout action` is retry, the request had not timed out before and may be
+    /// repeated (not an append), and the exit comes within the grace; else it fails.
+    fn end_timed_out(&mut self, idx: usize) {
+        let helper = self.helpers.swap_remove(idx);
+        let HelperState::Busy { job: id, .. } = helper.state else {
+            return;
+        };
+        let (writing, retry) = match self.jobs.get_mut(&id) {
+            Some(job) => {
+                let retry = self.cfg.timeout_action == TimeoutAction::Retry
+                    && !job.timed_out
+                    && job.op.is_idempotent()
+                    && !job.req.is_null();
+                job.timed_out = true;
+                (job.file, retry.then_some(id))
+            }
+            None => (None, None),
+        };
+        let (ev, mem, this, helper_id) = (self.ev, self.mem, self.this.clone(), helper.id);
+        let watch = |pidfd| FdWatch::new(ev, mem, pidfd, this, helper_id);
+        let retried = match Ending::new(helper, watch, writing, retry) {
+            Ok(ending) => {
+                self.ending.push(ending);
+                retry.is_some()
+            }
+            Err(_) => {
+                tracing::error!("tevent_add_fd failed: a timed-out helper cannot be watched");
+                false
+            }
+        };
+        if !retried {
+            self.fail_timed_out(id);
+        }
+    }
+
+    /// Fails requests that waited in the queue for longer than `request timeout` (every
+    /// helper they could have is busy or stuck).
+    fn time_out_queued(&mut self, now: Instant) {
+        let timeout = self.cfg.request_timeout;
+        let expired: Vec<JobId> = self
+            .queue
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.jobs
+                    .get(id)
+                    .is_some_and(|j| now.saturating_duration_since(j.progress) >= timeout)
+            })
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            requests = expired.len(),
+            timeout_s = timeout.as_secs(),
+            "requests waited for a helper longer than the request timeout: failing them"
+        );
+        self.queue.retain(|id| !expired.contains(id));
+        for id in expired {
+            self.fail_timed_out(id);
+        }
+    }
+
+    /// An ended helper has exited: its request, if it is to be retried, is queued again,
+    /// and writes held behind it may go.
+    fn on_exit(&mut self, helper_id: u64) {
+        let Some(idx) = self.ending.iter().position(|e| e.id == helper_id) else {
+            return;
+        };
+        if !self.ending[idx].exited() {
+            return;
+        }
+        let ending = self.ending.swap_remove(idx);
+        tracing::info!(
+            pid = ending.pid(),
+            was_stuck = ending.stuck,
+            "timed-out helper has exited"
+        );
+        if let Some(id) = ending.retry {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.progress = Instant::now();
+                self.stats.retries += 1;
+                self.queue.push_front(id);
+            }
+        }
+        let stuck = self.ending.iter().filter(|e| e.stuck).count();
+        self.stats.note_stuck(stuck);
+        self.pump();
+        self.arm_timer();
+    }
+
+    /// Ended helpers that did not exit within the grace are stuck in the kernel: their
+    /// requests fail instead of being retried.
+    fn give_up_on_exits(&mut self, now: Instant) {
+        let mut failed = Vec::new();
+        for e in self
+            .ending
+            .iter_mut()
+            .filter(|e| !e.stuck && e.deadline <= now)
+        {
+            e.stuck = true;
+            tracing::warn!(
+                pid = e.pid(),
+                "a helper ended for a timeout has not exited: stuck in the kernel (hung \
+                 backend); its request fails, later writes to its file wait for it"
+            );
+            failed.extend(e.retry.take());
+        }
+        for id in failed {
+            self.fail_timed_out(id);
+        }
+        let stuck = self.ending.iter().filter(|e| e.stuck).count();
+        self.stats.note_stuck(stuck);
+    }
+
     /// When the timer must next fire: the earliest of the oldest idle helper's expiry (if
-    /// the pool is above `min helpers`) and the oldest busy helper's request timeout.
+    /// the pool is above `min helpers`), the request timeout of the oldest busy helper or
+    /// queued job, and an ended helper's grace.
     fn next_due(&self) -> Option<Instant> {
         let cull = (0..self.crews.len())
             .filter_map(|crew| {
@@ -837,11 +1039,23 @@ impl PoolInner {
             .helpers
             .iter()
             .filter_map(|h| match h.state {
-                HelperState::Busy { since, .. } => Some(since + self.cfg.request_timeout),
+                HelperState::Busy { since, .. } => Some(since),
                 HelperState::Idle(_) => None,
             })
+            .chain(
+                self.queue
+                    .iter()
+                    .filter_map(|id| self.jobs.get(id).map(|j| j.progress)),
+            )
+            .min()
+            .map(|since| since + self.cfg.request_timeout);
+        let grace = self
+            .ending
+            .iter()
+            .filter(|e| !e.stuck)
+            .map(|e| e.deadline)
             .min();
-        cull.into_iter().chain(hang).min()
+        cull.into_iter().chain(hang).chain(grace).min()
     }
 
     /// (Re-)arms the timer for `next_due`, unless it is already due no later.

@@ -38,6 +38,12 @@ pub struct Stats {
     pub hung: u64,
     /// Requests handed to the next module because the queue was full (`max queue`).
     pub queue_overflows: u64,
+    /// Requests failed with EIO for not being answered within `request timeout`.
+    pub timeouts: u64,
+    /// Helpers ended for a timeout that have not exited yet, and were not within a second
+    /// of their SIGKILL (blocked in the kernel, in a hung backend): now, and most at once.
+    pub stuck: u64,
+    pub stuck_max: u64,
     /// Time from a request's arrival to its completion by a helper (queueing included).
     pub latency: Histogram,
 }
@@ -45,6 +51,11 @@ pub struct Stats {
 impl Stats {
     pub fn note_queue_len(&mut self, len: usize) {
         self.queue_max = self.queue_max.max(len as u64);
+    }
+
+    pub fn note_stuck(&mut self, stuck: usize) {
+        self.stuck = stuck as u64;
+        self.stuck_max = self.stuck_max.max(self.stuck);
     }
 }
 
@@ -56,7 +67,7 @@ impl fmt::Display for Stats {
             "preads={} pread_bytes={} pwrites={} pwrite_bytes={} fsyncs={} spawned={} \
              culled={} retries={} fallbacks={} queue_max={} helper_deaths={} hung={} \
              queue_overflows={} inline_preads={} zygotes={} zygote_us_max={} spawn_us_max={} process_limited={} \
-             latency_us_p50={} latency_us_p90={} latency_us_p99={}",
+             timeouts={} stuck={} stuck_max={} latency_us_p50={} latency_us_p90={} latency_us_p99={}",
             self.preads,
             self.pread_bytes,
             self.pwrites,
@@ -75,6 +86,9 @@ impl fmt::Display for Stats {
             self.zygote_us_max,
             self.spawn_us_max,
             self.process_limited,
+            self.timeouts,
+            self.stuck,
+            self.stuck_max,
             self.latency.percentile_us(50.0),
             self.latency.percentile_us(90.0),
             self.latency.percentile_us(99.0)
@@ -107,13 +121,16 @@ mod tests {
             zygote_us_max: 18,
             spawn_us_max: 16,
             process_limited: 17,
+            timeouts: 19,
+            stuck: 20,
+            stuck_max: 21,
             latency: Histogram::default(),
         };
         assert_eq!(
             s.to_string(),
             "preads=1 pread_bytes=2 pwrites=3 pwrite_bytes=4 fsyncs=5 spawned=6 culled=7 \
              retries=8 fallbacks=9 queue_max=10 helper_deaths=11 hung=12 queue_overflows=13 inline_preads=14 \
-             zygotes=15 zygote_us_max=18 spawn_us_max=16 process_limited=17 latency_us_p50=0 latency_us_p90=0 latency_us_p99=0"
+             zygotes=15 zygote_us_max=18 spawn_us_max=16 process_limited=17 timeouts=19 stuck=20 stuck_max=21 latency_us_p50=0 latency_us_p90=0 latency_us_p99=0"
         );
     }
 

@@ -138,19 +138,15 @@ fn submit(pool: &Pool, tag: usize, op: Op, fd: RawFd, offset: i64, buf: &mut [u8
     let id = pool.new_job_id();
     pool.submit(
         id,
-        Job {
-            req: tag as *mut ffi::tevent_req,
+        Job::new(
+            tag as *mut ffi::tevent_req,
             op,
             fd,
             offset,
-            len: buf.len(),
-            data: buf.as_mut_ptr(),
-            done: 0,
-            deaths: 0,
-            duration_ns: 0,
-            arrived: Instant::now(),
-            crew: 0,
-        },
+            buf.len(),
+            buf.as_mut_ptr(),
+            0,
+        ),
         Credentials::of_this_thread().unwrap(),
     );
     id
@@ -297,6 +293,50 @@ fn a_hung_helper_is_replaced_after_the_request_timeout() {
     );
     assert_eq!(pool.stats().hung, 1);
     assert!(!pool.helper_pids().contains(&hung));
+}
+
+/// An EIO completion, as a request that timed out gets.
+fn timed_out(req: usize) -> Outcome {
+    Outcome::Finish {
+        req,
+        result: -1,
+        error: libc::EIO,
+    }
+}
+
+#[test]
+fn with_timeout_action_fail_a_hung_request_and_those_queued_behind_it_fail_with_eio() {
+    let lp = Loop::new();
+    let file = temp_file(&pattern(4096, 6));
+    let cfg = Config {
+        max_helpers: 1,
+        min_helpers: 1,
+        request_timeout: Duration::from_secs(1),
+        timeout_action: crate::config::TimeoutAction::Fail,
+        ..config()
+    };
+    let pool = pool(&lp, cfg);
+    let hung = stop_first_helper(&lp, &pool);
+
+    let started = Instant::now();
+    let mut bufs = vec![vec![0u8; 100]; 2];
+    for (i, buf) in bufs.iter_mut().enumerate() {
+        submit(&pool, i + 1, Op::Write, file.as_raw_fd(), 0, buf);
+    }
+    lp.run_until("both writes", LONG, || outcome_of(2).is_some());
+    let took = started.elapsed();
+
+    assert_eq!(
+        (outcome_of(1), outcome_of(2)),
+        (Some(timed_out(1)), Some(timed_out(2)))
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    let stats = pool.stats();
+    assert_eq!((stats.hung, stats.timeouts, stats.retries), (1, 2, 0));
+    assert!(gone_soon(hung), "the hung helper was not ended");
 }
 
 #[test]

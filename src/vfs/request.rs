@@ -144,19 +144,8 @@ unsafe fn start(req: *mut ffi::tevent_req) {
                 CachedRead::Unsupported => pool.disable_inline_reads(),
             }
         }
-        let job = Job {
-            req,
-            op: if append { Op::Append } else { state.op },
-            fd,
-            offset: state.offset,
-            len: state.len,
-            data: state.data,
-            done,
-            deaths: 0,
-            duration_ns: 0,
-            arrived: std::time::Instant::now(),
-            crew: 0,
-        };
+        let op = if append { Op::Append } else { state.op };
+        let job = Job::new(req, op, fd, state.offset, state.len, state.data, done);
         let creds = match Credentials::of_this_thread() {
             Ok(c) => c,
             Err(e) => {
