@@ -34,13 +34,20 @@ pub enum ReplyRead {
 }
 
 impl HelperProcess {
-    /// A new helper of `zygote` whose shared buffer holds `buf_size` bytes.
+    /// A new helper of `zygote` whose shared buffer holds `buf_size` bytes, waiting for it
+    /// (unit tests only: the pool asks and takes the answer when it comes).
+    #[cfg(test)]
     pub fn spawn(zygote: &Rc<Zygote>, buf_size: usize) -> io::Result<HelperProcess> {
         let spawned = zygote.spawn(buf_size)?;
         Self::from_spawned(spawned, buf_size, zygote.clone())
     }
 
-    fn from_spawned(s: Spawned, buf_size: usize, zygote: Rc<Zygote>) -> io::Result<HelperProcess> {
+    /// The helper `zygote` answered with, once its buffer is checked and mapped.
+    pub fn from_spawned(
+        s: Spawned,
+        buf_size: usize,
+        zygote: Rc<Zygote>,
+    ) -> io::Result<HelperProcess> {
         let file = std::fs::File::from(s.memfd);
         check_buffer(&file, buf_size)?;
         // SAFETY: the memfd is sealed against shrinking (checked above), so the mapping

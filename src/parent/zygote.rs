@@ -1,26 +1,41 @@
 //! The zygote seen from smbd: the helper program, started as the user of a request, then
 //! asked for each new helper of that user. See `child::zygote` for its side.
+//!
+//! Nothing here waits: the zygote's hello and its answers arrive on its socket, which the
+//! pool watches on smbd's event loop, and are read with `next_message` when it is readable.
 
 use super::credentials::Credentials;
 use super::processes::Slot;
 use super::reap;
 use crate::protocol::{self, ZygoteHello, ZygoteOp, ZygoteReply, ZygoteRequest};
+use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// How long smbd waits for the zygote to answer before giving up on it.
-const ANSWER_TIMEOUT_MS: i32 = 5000;
+/// How long the zygote may take to answer (its hello, or a spawn) before smbd gives up on it.
+pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Where the control socket goes in the program (see `child::zygote::CONTROL_FD`).
 const CONTROL_FD: RawFd = crate::child::zygote::CONTROL_FD;
 
 pub struct Zygote {
     pid: i32,
     sock: OwnedFd,
+    /// The hello it must send first.
+    expected: ZygoteHello,
+    hello_seen: Cell<bool>,
     /// Always set; taken only in `drop`, to reap the zygote.
     pidfd: Option<OwnedFd>,
     _slot: Slot,
+}
+
+/// What the zygote said.
+pub enum Message {
+    /// Its hello, as expected: it runs as the user it was started for.
+    Ready,
+    /// The answer to the oldest spawn request.
+    Spawned(io::Result<Spawned>),
 }
 
 /// A helper the zygote forked: its pid, smbd's end of its socket, its buffer, a pidfd.
@@ -33,7 +48,8 @@ pub struct Spawned {
 
 impl Zygote {
     /// Starts `program` as a zygote holding `creds`, which must be the calling thread's
-    /// credentials (the program takes the thread's effective ids, and says which it got).
+    /// credentials (the program takes the thread's effective ids, and says in its hello
+    /// which it got). Returns once the program is spawned, before its hello.
     pub fn start(program: &CStr, creds: &Credentials, slot: Slot) -> io::Result<Zygote> {
         let (ours, theirs) = socketpair()?;
         let pid = spawn(program, &theirs)?;
@@ -46,49 +62,70 @@ impl Zygote {
         }
         // SAFETY: a descriptor just opened: ours.
         let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let zygote = Zygote {
+        Ok(Zygote {
             pid,
             sock: ours,
+            expected: ZygoteHello {
+                version: protocol::PROTOCOL_VERSION,
+                pid,
+                uid: creds.uid,
+                gid: creds.gid,
+            },
+            hello_seen: Cell::new(false),
             pidfd: Some(pidfd),
             _slot: slot,
-        };
-        let mut hello = ZygoteHello::default();
-        zygote.receive(&mut hello, &mut [])?;
-        let expected = ZygoteHello {
-            version: protocol::PROTOCOL_VERSION,
-            pid,
-            uid: creds.uid,
-            gid: creds.gid,
-        };
-        if hello != expected {
-            tracing::error!(?hello, ?expected, "the helper program answered wrongly");
-            return Err(io::Error::from_raw_os_error(libc::EPROTO));
-        }
-        Ok(zygote)
+        })
     }
 
     pub fn pid(&self) -> i32 {
         self.pid
     }
 
-    /// Asks for a helper with a `buf_size`-byte shared buffer.
-    pub fn spawn(&self, buf_size: usize) -> io::Result<Spawned> {
-        self.send(ZygoteOp::Spawn, 0, buf_size)?;
+    /// The socket to watch for its messages (and its end: EOF).
+    pub fn socket(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Asks for a helper with a `buf_size`-byte shared buffer; the answer is a later
+    /// [`Message::Spawned`]. Requests made before the hello wait in the socket.
+    pub fn ask_spawn(&self, buf_size: usize) -> io::Result<()> {
+        self.send(ZygoteOp::Spawn, 0, buf_size)
+    }
+
+    /// Reads the zygote's next message without waiting: `None` if there is none yet. An
+    /// error (it ended, or said something it should not) means the zygote is unusable.
+    pub fn next_message(&self) -> io::Result<Option<Message>> {
+        if !self.hello_seen.get() {
+            let mut hello = ZygoteHello::default();
+            if !self.receive(&mut hello, &mut [])? {
+                return Ok(None);
+            }
+            if hello != self.expected {
+                tracing::error!(?hello, expected = ?self.expected, "the helper program answered wrongly");
+                return Err(io::Error::from_raw_os_error(libc::EPROTO));
+            }
+            self.hello_seen.set(true);
+            return Ok(Some(Message::Ready));
+        }
         let mut reply = ZygoteReply::default();
         let mut fds: [Option<OwnedFd>; 3] = [None, None, None];
-        self.receive(&mut reply, &mut fds)?;
+        if !self.receive(&mut reply, &mut fds)? {
+            return Ok(None);
+        }
         if reply.error != 0 {
-            return Err(io::Error::from_raw_os_error(reply.error));
+            return Ok(Some(Message::Spawned(Err(io::Error::from_raw_os_error(
+                reply.error,
+            )))));
         }
         let [Some(sock), Some(memfd), Some(pidfd)] = fds else {
             return Err(io::Error::from_raw_os_error(libc::EPROTO));
         };
-        Ok(Spawned {
+        Ok(Some(Message::Spawned(Ok(Spawned {
             pid: reply.pid,
             sock,
             memfd,
             pidfd,
-        })
+        }))))
     }
 
     /// Asks the zygote to SIGKILL its helper `pid` (for when smbd, acting as another user,
@@ -119,14 +156,18 @@ impl Zygote {
         Ok(())
     }
 
-    /// Waits for one message into `msg` with up to `fds.len()` descriptors.
+    /// Receives one message into `msg` with up to `fds.len()` descriptors, without
+    /// waiting; false if none is there yet.
     fn receive<T: protocol::Wire>(
         &self,
         msg: &mut T,
         fds: &mut [Option<OwnedFd>],
-    ) -> io::Result<()> {
-        wait_readable(self.sock.as_raw_fd())?;
-        let got = recv_with_fds(self.sock.as_raw_fd(), msg, fds.len())?;
+    ) -> io::Result<bool> {
+        let got = match recv_with_fds(self.sock.as_raw_fd(), msg, fds.len()) {
+            Ok(got) => got,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         if got.bytes == 0 {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         }
@@ -136,7 +177,43 @@ impl Zygote {
         for (slot, fd) in fds.iter_mut().zip(got.fds) {
             *slot = Some(fd);
         }
-        Ok(())
+        Ok(true)
+    }
+}
+
+/// Waiting for the zygote, for the unit tests, which have no event loop of their own.
+#[cfg(test)]
+impl Zygote {
+    /// Waits for the next message (up to [`ANSWER_TIMEOUT`]).
+    pub fn wait_message(&self) -> io::Result<Message> {
+        let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            if let Some(m) = self.next_message()? {
+                return Ok(m);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));
+            }
+            let mut pfd = [libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            // SAFETY: one pollfd on our own socket.
+            unsafe { libc::poll(pfd.as_mut_ptr(), 1, left.as_millis() as i32 + 1) };
+        }
+    }
+
+    /// Asks for a helper and waits for it (the hello first, if not seen yet).
+    pub fn spawn(&self, buf_size: usize) -> io::Result<Spawned> {
+        self.ask_spawn(buf_size)?;
+        loop {
+            match self.wait_message()? {
+                Message::Ready => continue,
+                Message::Spawned(s) => return s,
+            }
+        }
     }
 }
 
@@ -221,24 +298,6 @@ fn spawn(program: &CStr, sock: &OwnedFd) -> io::Result<i32> {
             return Err(io::Error::from_raw_os_error(r));
         }
         Ok(pid)
-    }
-}
-
-fn wait_readable(fd: RawFd) -> io::Result<()> {
-    let mut pfd = [libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    loop {
-        // SAFETY: one pollfd on our own socket.
-        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, ANSWER_TIMEOUT_MS) };
-        match n {
-            1 => return Ok(()),
-            0 => return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT)),
-            _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
-            _ => return Err(io::Error::last_os_error()),
-        }
     }
 }
 
@@ -386,8 +445,9 @@ mod tests {
             Some(libc::ENOENT)
         );
         let t = Instant::now();
-        let foreign = Zygote::start(c"/bin/true", &creds, C.take(9).unwrap());
-        assert!(foreign.is_err());
+        let foreign = Zygote::start(c"/bin/true", &creds, C.take(9).unwrap()).unwrap();
+        assert!(foreign.wait_message().is_err());
+        drop(foreign);
         assert!(
             t.elapsed() < Duration::from_secs(4),
             "waited for a hello that never comes"

@@ -28,8 +28,9 @@ use crate::parent::credentials::Credentials;
 use crate::parent::helper::{HelperProcess, ReplyRead, BUFFER_SIZE};
 use crate::parent::processes::{Slot, PROCESSES};
 use crate::parent::reap;
+use crate::parent::zygote::Spawned;
 use crate::protocol::{self, Op, Request, FLAG_ERRATIC};
-use crew::Crew;
+use crew::{Answer, Crew};
 use ending::{Ending, FileId};
 use events::{FdWatch, Timer};
 use policy::Placement;
@@ -356,7 +357,9 @@ impl Pool {
         reap::pending();
         {
             let mut inner = self.inner.borrow_mut();
-            if inner.ending.iter().any(|e| e.id == helper) {
+            if let Some(crew) = inner.crews.iter().position(|c| c.wake == helper) {
+                inner.on_zygote(crew);
+            } else if inner.ending.iter().any(|e| e.id == helper) {
                 inner.on_exit(helper);
             } else {
                 inner.handle_reply(helper);
@@ -376,6 +379,7 @@ impl Pool {
             inner.end_hung(now);
             inner.time_out_queued(now);
             inner.give_up_on_exits(now);
+            inner.give_up_on_silent_zygotes(now);
             inner.cull(now);
             for crew in 0..inner.crews.len() {
                 inner.ensure_min(crew);
@@ -395,6 +399,8 @@ impl Drop for Pool {
             inner.remove_helper(0);
         }
         inner.ending.clear();
+        // Before the talloc context: their watches live in it.
+        inner.crews.clear();
         // SAFETY: our own talloc context; everything under it is ours.
         unsafe { ffi::aio_fork_talloc_free(inner.mem) };
     }
@@ -420,12 +426,11 @@ impl PoolInner {
             return;
         };
         let refuse = self.cfg.fail_fork_testing_mode;
-        match self.crews[crew].start_zygote(&self.program, slot, refuse) {
-            Ok(took) => {
-                self.stats.zygotes += 1;
-                let took_us = took.as_micros() as u64;
-                self.stats.zygote_us_max = self.stats.zygote_us_max.max(took_us);
-            }
+        let wake = self.ids.next_helper();
+        let (ev, mem, this) = (self.ev, self.mem, self.this.clone());
+        let watch = |sock| FdWatch::new(ev, mem, sock, this, wake);
+        match self.crews[crew].start_zygote(&self.program, slot, refuse, wake, watch) {
+            Ok(()) => self.stats.zygotes += 1,
             Err(e) => self.log_spawn_error(&e),
         }
     }
@@ -455,6 +460,8 @@ impl PoolInner {
     /// possible. A job whose crew has no helper and can get none goes to the next module.
     fn pump(&mut self) {
         let mut blocked: Vec<usize> = Vec::new();
+        // Per crew, waiting jobs that a helper already asked for will take.
+        let mut covered: Vec<usize> = self.crews.iter().map(Crew::spawning).collect();
         let mut i = 0;
         while i < self.queue.len() {
             let id = self.queue[i];
@@ -466,16 +473,24 @@ impl PoolInner {
                 i += 1;
                 continue;
             }
-            match self.free_helper(crew) {
-                Some(idx) => {
+            let (idle, since) = self.idle_helpers(Some(crew));
+            let asked = match policy::place(&since, self.live(), self.cfg.max_helpers as usize) {
+                Placement::Idle(k) => {
                     self.queue.remove(i);
-                    self.start_on(idx, id);
+                    self.start_on(idle[k], id);
+                    continue;
                 }
-                None => {
-                    blocked.push(crew);
-                    i += 1;
+                _ if covered[crew] > 0 => {
+                    covered[crew] -= 1;
+                    true
                 }
+                Placement::Spawn => self.ask_spawn(crew),
+                Placement::Wait => self.make_room(crew) && self.ask_spawn(crew),
+            };
+            if !asked {
+                blocked.push(crew);
             }
+            i += 1;
         }
         let orphaned: Vec<JobId> = self
             .queue
@@ -485,6 +500,7 @@ impl PoolInner {
                 self.jobs.get(&id).is_some_and(|j| {
                     !self.helpers.iter().any(|h| h.crew == j.crew)
                         && !self.ending.iter().any(|e| e.crew == j.crew)
+                        && self.crews[j.crew].spawning() == 0
                         && !self.held_behind_stuck_write(id)
                 })
             })
@@ -522,36 +538,97 @@ impl PoolInner {
         self.helpers.iter().filter(|h| h.crew == crew).count()
     }
 
-    /// An idle helper of `crew`, or a new one if the pool may grow (making room by ending
-    /// another crew's idle helper if need be); `None`: the job must wait.
-    fn free_helper(&mut self, crew: usize) -> Option<usize> {
-        let (idle, since) = self.idle_helpers(Some(crew));
-        // Ending helpers still hold their place: stuck ones must not multiply.
-        let live = self.helpers.len() + self.ending.len();
-        match policy::place(&since, live, self.cfg.max_helpers as usize) {
-            Placement::Idle(i) => Some(idle[i]),
-            Placement::Spawn => self.spawn(crew),
-            Placement::Wait => {
-                let (others, since) = self.idle_helpers(None);
-                let oldest = (0..others.len()).min_by_key(|&i| since[i])?;
-                self.remove_helper(others[oldest]);
-                self.spawn(crew)
+    /// Helpers that hold a place under `max helpers`: running, ending (stuck ones must not
+    /// multiply) and asked for.
+    fn live(&self) -> usize {
+        let spawning: usize = self.crews.iter().map(Crew::spawning).sum();
+        self.helpers.len() + self.ending.len() + spawning
+    }
+
+    /// Ends the idle helper of another crew that has been idle longest, to make room for
+    /// one of `crew`; false if there is none.
+    fn make_room(&mut self, crew: usize) -> bool {
+        let (others, since) = self.idle_helpers(None);
+        let oldest = (0..others.len())
+            .filter(|&i| self.helpers[others[i]].crew != crew)
+            .min_by_key(|&i| since[i]);
+        match oldest {
+            Some(i) => {
+                self.remove_helper(others[i]);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks the zygote of `crew` for a helper; it joins the pool when the answer comes.
+    fn ask_spawn(&mut self, crew: usize) -> bool {
+        if self.crews[crew].zygote.is_none() {
+            return false;
+        }
+        let Some(slot) = self.take_slot() else {
+            return false;
+        };
+        match self.crews[crew].ask_spawn(BUFFER_SIZE, slot) {
+            Ok(()) => true,
+            Err(e) => {
+                self.zygote_failed(crew, &e);
+                false
             }
         }
     }
 
-    fn spawn(&mut self, crew: usize) -> Option<usize> {
-        let zygote = self.crews[crew].zygote.clone()?;
-        let slot = self.take_slot()?;
-        let started = Instant::now();
-        let process = match HelperProcess::spawn(&zygote, BUFFER_SIZE) {
+    /// The zygote of `crew` failed: it is not asked again; the crew's next request starts
+    /// a new one.
+    fn zygote_failed(&mut self, crew: usize, e: &std::io::Error) {
+        self.crews[crew].stop_zygote();
+        self.log_spawn_error(e);
+    }
+
+    /// Takes what the zygote of `crew` said: its hello, helpers, or its end.
+    fn on_zygote(&mut self, crew: usize) {
+        loop {
+            match self.crews[crew].next_answer() {
+                Ok(None) => break,
+                Ok(Some(Answer::Ready { took })) => {
+                    let took_us = took.as_micros() as u64;
+                    self.stats.zygote_us_max = self.stats.zygote_us_max.max(took_us);
+                }
+                Ok(Some(Answer::Spawned {
+                    spawned,
+                    slot,
+                    took,
+                })) => self.add_helper(crew, spawned, slot, took),
+                Ok(Some(Answer::Refused(e))) | Err(e) => {
+                    self.zygote_failed(crew, &e);
+                    break;
+                }
+            }
+        }
+        self.ensure_min(crew);
+        self.pump();
+        self.arm_timer();
+    }
+
+    /// A zygote that did not answer in time (stopped, or the machine too busy) is given up.
+    fn give_up_on_silent_zygotes(&mut self, now: Instant) {
+        for crew in 0..self.crews.len() {
+            if self.crews[crew].answer_due().is_some_and(|due| due <= now) {
+                let e = std::io::Error::from_raw_os_error(libc::ETIMEDOUT);
+                self.zygote_failed(crew, &e);
+            }
+        }
+    }
+
+    fn add_helper(&mut self, crew: usize, spawned: Spawned, slot: Slot, took: std::time::Duration) {
+        let Some(zygote) = self.crews[crew].zygote.clone() else {
+            return;
+        };
+        let process = match HelperProcess::from_spawned(spawned, BUFFER_SIZE, zygote) {
             Ok(p) => p,
             Err(e) => {
-                // A zygote that cannot fork is not asked again; the next request of the
-                // crew starts a new one.
-                self.crews[crew].zygote = None;
-                self.log_spawn_error(&e);
-                return None;
+                self.zygote_failed(crew, &e);
+                return;
             }
         };
         self.spawn_error_logged = false;
@@ -559,9 +636,9 @@ impl PoolInner {
         let Some(watch) = FdWatch::new(self.ev, self.mem, process.socket(), self.this.clone(), id)
         else {
             tracing::error!("tevent_add_fd failed: no helper");
-            return None;
+            return;
         };
-        let took_us = started.elapsed().as_micros() as u64;
+        let took_us = took.as_micros() as u64;
         tracing::debug!(
             pid = process.pid(),
             helpers = self.helpers.len() + 1,
@@ -578,16 +655,15 @@ impl PoolInner {
             _watch: watch,
             state: HelperState::Idle(Instant::now()),
         });
-        Some(self.helpers.len() - 1)
     }
 
     /// Keeps `min helpers` alive in a crew that has a zygote (best effort: a failed spawn
     /// is retried later).
     fn ensure_min(&mut self, crew: usize) {
         while self.crews[crew].zygote.is_some()
-            && self.crew_size(crew) < self.cfg.min_helpers as usize
+            && self.crew_size(crew) + self.crews[crew].spawning() < self.cfg.min_helpers as usize
         {
-            if self.spawn(crew).is_none() {
+            if !self.ask_spawn(crew) {
                 break;
             }
         }
@@ -881,8 +957,12 @@ impl PoolInner {
                 .queue
                 .iter()
                 .any(|id| self.jobs.get(id).is_some_and(|j| j.crew == crew));
-            if self.cfg.min_helpers == 0 && self.crew_size(crew) == 0 && !waiting {
-                self.crews[crew].zygote = None;
+            if self.cfg.min_helpers == 0
+                && self.crew_size(crew) == 0
+                && self.crews[crew].spawning() == 0
+                && !waiting
+            {
+                self.crews[crew].stop_zygote();
             }
         }
     }
@@ -1049,13 +1129,18 @@ impl PoolInner {
             )
             .min()
             .map(|since| since + self.cfg.request_timeout);
+        let zygotes = self.crews.iter().filter_map(Crew::answer_due).min();
         let grace = self
             .ending
             .iter()
             .filter(|e| !e.stuck)
             .map(|e| e.deadline)
             .min();
-        cull.into_iter().chain(hang).chain(grace).min()
+        cull.into_iter()
+            .chain(hang)
+            .chain(grace)
+            .chain(zygotes)
+            .min()
     }
 
     /// (Re-)arms the timer for `next_due`, unless it is already due no later.

@@ -82,7 +82,7 @@ impl Loop {
     }
 
     /// Runs the loop until `done()` or the deadline (then panics).
-    fn run_until(&self, what: &str, limit: Duration, done: impl Fn() -> bool) {
+    fn run_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + limit;
         while !done() {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -340,6 +340,58 @@ fn with_timeout_action_fail_a_hung_request_and_those_queued_behind_it_fail_with_
 }
 
 #[test]
+fn a_zygote_that_does_not_answer_never_holds_the_event_loop() {
+    let lp = Loop::new();
+    let data = pattern(4096, 8);
+    let file = temp_file(&data);
+    let cfg = Config {
+        max_helpers: 2,
+        ..config()
+    };
+    let pool = pool(&lp, cfg);
+    let helper = stop_first_helper(&lp, &pool);
+    let zygote = pool.inner.borrow().crews[0].zygote.as_ref().unwrap().pid();
+    signal(zygote, nix::sys::signal::Signal::SIGSTOP);
+
+    // The first read goes to the stopped helper; the second needs a new one.
+    let mut bufs = vec![vec![0u8; 4096]; 2];
+    let started = Instant::now();
+    for (i, buf) in bufs.iter_mut().enumerate() {
+        submit(&pool, i + 1, Op::Read, file.as_raw_fd(), 0, buf);
+    }
+    let submitting = started.elapsed();
+    let mut longest_turn = Duration::ZERO;
+    let mut last = Instant::now();
+    lp.run_until("the zygote given up", LONG, || {
+        longest_turn = longest_turn.max(last.elapsed());
+        last = Instant::now();
+        pool.inner.borrow().crews[0].zygote.is_none()
+    });
+    let gave_up = started.elapsed();
+    signal(zygote, nix::sys::signal::Signal::SIGCONT);
+    signal(helper, nix::sys::signal::Signal::SIGCONT);
+    lp.run_until("both reads", LONG, || outcome_of(2).is_some());
+
+    assert!(
+        submitting < Duration::from_millis(100),
+        "submit took {submitting:?}"
+    );
+    assert!(
+        longest_turn < Duration::from_millis(500),
+        "a loop turn took {longest_turn:?}"
+    );
+    assert!(
+        gave_up >= crate::parent::zygote::ANSWER_TIMEOUT && gave_up < LONG,
+        "given up after {gave_up:?}"
+    );
+    assert_eq!(
+        (outcome_of(1), outcome_of(2)),
+        (Some(served(1, 4096)), Some(served(2, 4096)))
+    );
+    assert!(bufs.iter().all(|b| *b == data));
+}
+
+#[test]
 fn past_max_queue_requests_go_to_the_next_module() {
     let lp = Loop::new();
     let file = temp_file(&pattern(4096, 9));
@@ -404,7 +456,7 @@ fn idle_helpers_above_min_are_culled_and_the_pool_still_serves() {
     for (i, buf) in bufs.iter_mut().enumerate() {
         submit(&pool, i + 1, Op::Read, file.as_raw_fd(), 0, buf);
     }
-    assert_eq!(pool.helper_pids().len(), 3);
+    lp.run_until("two more helpers", LONG, || pool.helper_pids().len() == 3);
     signal(first, nix::sys::signal::Signal::SIGCONT);
     lp.run_until("three reads", LONG, || {
         (1..=3).all(|r| outcome_of(r).is_some())
@@ -464,8 +516,8 @@ fn dropping_the_pool_ends_and_reaps_every_helper() {
         "no process before the first request"
     );
     warm_up(&lp, &pool);
+    lp.run_until("min helpers", LONG, || pool.helper_pids().len() == 3);
     let pids = pool.helper_pids();
-    assert_eq!(pids.len(), 3);
     drop(pool);
     for pid in pids {
         assert!(gone_soon(pid), "helper {pid} left behind");
