@@ -389,7 +389,10 @@ impl WatchState {
                 }
                 continue;
             }
-            if is_helper {
+            // A live helper whose parent is us was orphaned: its zygote, hence its
+            // connection, has ended, and it is about to die of its parent-death signal.
+            // It belongs to no connection any more and is not counted against one.
+            if is_helper && p.ppid != me {
                 *live_by_parent.entry(p.ppid).or_default() += 1;
                 let known = self
                     .report
