@@ -27,9 +27,9 @@ pub const TIMEOUT_ACTION: &str = "timeout action";
 /// What becomes of a request whose helper did not answer within `request timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutAction {
-    /// Sent once more, provided its helper is seen to exit (a helper stopped or looping
-    /// in user space does; one stuck in the kernel in a hung backend does not, and its
-    /// request fails with EIO).
+    /// Sent again (up to 3 attempts in all, as after a helper's death), each time only
+    /// once its helper is seen to exit (a helper stopped or looping in user space does; one
+    /// stuck in the kernel in a hung backend does not, and its request fails with EIO).
     Retry,
     /// Fails with EIO at once.
     Fail,

@@ -70,8 +70,6 @@ pub struct Job {
     /// When the job last made progress (queued, or a piece answered): the request timeout
     /// runs from here.
     pub progress: Instant,
-    /// Whether the job already timed out once (a second time, it fails).
-    pub timed_out: bool,
     /// The file a write or append goes to, for ordering behind a stuck write to it.
     pub file: Option<FileId>,
 }
@@ -101,7 +99,6 @@ impl Job {
             crew: 0,
             arrived: now,
             progress: now,
-            timed_out: false,
             file: if op.writes() { FileId::of(fd) } else { None },
         }
     }
@@ -985,8 +982,9 @@ impl PoolInner {
     }
 
     /// Kills helper `idx` and keeps it until it exits. Its request is sent again after that
-    /// exit if `timeout action` is retry, the request had not timed out before and may be
-    /// repeated (not an append), and the exit comes within the grace; else it fails.
+    /// exit if `timeout action` is retry, the request may be repeated (not an append) and
+    /// has attempts left (as after a death), and the exit comes within the grace; else it
+    /// fails with EIO (never the next module: it would block in the same backend).
     fn end_timed_out(&mut self, idx: usize) {
         let helper = self.helpers.swap_remove(idx);
         let HelperState::Busy { job: id, .. } = helper.state else {
@@ -994,11 +992,11 @@ impl PoolInner {
         };
         let (writing, retry) = match self.jobs.get_mut(&id) {
             Some(job) => {
+                job.deaths += 1;
                 let retry = self.cfg.timeout_action == TimeoutAction::Retry
-                    && !job.timed_out
+                    && job.deaths < MAX_HELPER_DEATHS
                     && job.op.is_idempotent()
                     && !job.req.is_null();
-                job.timed_out = true;
                 (job.file, retry.then_some(id))
             }
             None => (None, None),
