@@ -20,6 +20,7 @@ pub const MAX_QUEUE: &str = "max queue";
 /// Testing only: every fork of a helper fails, as under RLIMIT_NPROC.
 pub const FAIL_FORK: &str = "fail fork testing mode";
 pub const INLINE_CACHED_READS: &str = "inline cached reads";
+pub const INLINE_WRITES: &str = "inline writes";
 pub const MAX_PROCESSES: &str = "max processes";
 pub const HELPER_PROGRAM: &str = "helper program";
 pub const TIMEOUT_ACTION: &str = "timeout action";
@@ -111,6 +112,9 @@ pub struct Config {
     /// Reads whose data is all in the page cache are served at once in smbd
     /// (`preadv2(RWF_NOWAIT)`, which never blocks); only the others go to a helper.
     pub inline_cached_reads: bool,
+    /// Small writes the kernel can do at once (`pwritev2(RWF_NOWAIT)`: on XFS, overwrites
+    /// of cached data) are done in smbd; only the others go to a helper.
+    pub inline_writes: bool,
     /// The most zygotes and helpers one smbd process (one client connection) may have,
     /// over all its share connections; past it, requests go to the next module.
     pub max_processes: u32,
@@ -130,6 +134,7 @@ impl Default for Config {
             erratic_testing_mode: false,
             fail_fork_testing_mode: false,
             inline_cached_reads: true,
+            inline_writes: true,
             max_processes: MAX_PROCESSES_COUNT.default,
             helper_program: None,
         }
@@ -184,6 +189,7 @@ impl Config {
         cfg.erratic_testing_mode = flag(ERRATIC_PREFIX, ERRATIC_OPTION, false);
         cfg.fail_fork_testing_mode = flag(PREFIX, FAIL_FORK, false);
         cfg.inline_cached_reads = flag(PREFIX, INLINE_CACHED_READS, true);
+        cfg.inline_writes = flag(PREFIX, INLINE_WRITES, true);
         cfg.helper_program = match lookup(PREFIX, HELPER_PROGRAM) {
             Some(path) if path.trim().starts_with('/') && !path.contains('\0') => {
                 Some(path.trim().to_string())
@@ -303,6 +309,7 @@ mod tests {
         assert!(!cfg.erratic_testing_mode);
         assert!(!cfg.fail_fork_testing_mode);
         assert!(cfg.inline_cached_reads);
+        assert!(cfg.inline_writes);
         assert_eq!(cfg.max_processes, 64);
         assert_eq!(cfg.helper_program, None);
         assert_eq!(cfg.timeout_action, TimeoutAction::Retry);
@@ -343,8 +350,10 @@ mod tests {
             ("vfs_aio_fork:erratic_testing_mode", "Yes"),
             ("aio_fork:fail fork testing mode", "on"),
             ("aio_fork:inline cached reads", "no"),
+            ("aio_fork:inline writes", "no"),
         ]);
         assert!(rejected.is_empty(), "{rejected:?}");
+        assert!(!cfg.inline_writes);
         assert_eq!(cfg.max_helpers, 4);
         assert_eq!(cfg.min_helpers, 2);
         assert_eq!(cfg.idle_timeout, Duration::from_secs(5));

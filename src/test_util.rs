@@ -77,3 +77,18 @@ pub fn gone_soon(pid: i32) -> bool {
         stat.is_empty() || stat.contains(") Z ")
     })
 }
+
+/// Pages of `buf` (a mapping) that are resident.
+pub fn resident_pages(buf: &mut [u8]) -> usize {
+    let mut vec = vec![0u8; buf.len().div_ceil(4096)];
+    // SAFETY: mincore over a live mapping, one byte per page into a vector that large.
+    let r = unsafe {
+        libc::mincore(
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            vec.as_mut_ptr(),
+        )
+    };
+    assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+    vec.iter().filter(|&&b| b & 1 != 0).count()
+}

@@ -97,6 +97,19 @@ impl HelperProcess {
         }
     }
 
+    /// Gives the shared buffer's pages back to the kernel (the memfd's and so the helper's
+    /// too): an idle helper holds no memory for its buffer. The next request's data
+    /// faults fresh zeroed pages in. The helper must not be using the buffer.
+    pub fn release_buffer(&mut self) {
+        let (ptr, len) = (self.buf.as_mut_ptr(), self.buf.len());
+        // SAFETY: our own shared mapping of `len` bytes; MADV_REMOVE punches the pages out
+        // of the memfd (shmem), which is sealed against shrinking, not against holes.
+        let r = unsafe { libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_REMOVE) };
+        if r != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "MADV_REMOVE of a helper buffer failed");
+        }
+    }
+
     pub fn buffer(&mut self) -> &mut [u8] {
         &mut self.buf[..]
     }
@@ -331,6 +344,28 @@ mod tests {
             crate::test_util::gone_soon(pid),
             "helper {pid} was not reaped"
         );
+    }
+
+    #[test]
+    fn a_released_buffer_holds_no_pages_and_still_serves() {
+        let file = temp_file(&[5u8; 1 << 20]);
+        let mut h = spawn(1 << 20);
+        h.send(&request(1, Op::Read, 0, 1 << 20), file.as_raw_fd())
+            .unwrap();
+        assert!(
+            matches!(wait_reply(&h), ReplyRead::Reply(Reply { result, .. }) if result == 1 << 20)
+        );
+        let resident = |h: &mut HelperProcess| crate::test_util::resident_pages(h.buffer());
+        assert_eq!(resident(&mut h), 256, "the read filled the buffer");
+        h.release_buffer();
+        assert_eq!(resident(&mut h), 0, "released");
+        h.send(&request(2, Op::Read, 4096, 4096), file.as_raw_fd())
+            .unwrap();
+        assert!(matches!(
+            wait_reply(&h),
+            ReplyRead::Reply(Reply { result: 4096, .. })
+        ));
+        assert!(h.buffer()[..4096].iter().all(|&b| b == 5));
     }
 
     #[test]

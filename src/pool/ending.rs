@@ -53,17 +53,16 @@ pub struct Ending {
 }
 
 impl Ending {
-    /// Kills `helper` and watches for its exit with `watch` (made on its pidfd).
+    /// Kills `helper` and watches for its exit with `watch` (made on its pidfd); `None`
+    /// if no watch could be made (the helper is then only killed).
     pub fn new(
         helper: Helper,
         make_watch: impl FnOnce(RawFd) -> Option<FdWatch>,
         writing: Option<FileId>,
         retry: Option<JobId>,
-    ) -> Result<Ending, Helper> {
+    ) -> Option<Ending> {
         helper.process.kill();
-        let Some(watch) = make_watch(helper.process.pidfd()) else {
-            return Err(helper);
-        };
+        let watch = make_watch(helper.process.pidfd())?;
         let Helper {
             id,
             crew,
@@ -71,7 +70,7 @@ impl Ending {
             _slot,
             ..
         } = helper;
-        Ok(Ending {
+        Some(Ending {
             id,
             crew,
             process,

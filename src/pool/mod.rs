@@ -45,6 +45,8 @@ use std::time::Instant;
 
 /// A request whose helper died this many times is handed to the next module instead.
 pub const MAX_HELPER_DEATHS: u32 = 3;
+/// A helper idle this long gives its buffer's pages back (see `release_buffers`).
+const RELEASE_BUFFER_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub type JobId = u64;
 
@@ -197,6 +199,8 @@ struct Helper {
     /// Wakes the pool when the helper answers or dies.
     _watch: FdWatch,
     state: HelperState,
+    /// Whether its buffer holds pages (a request used it since it was last released).
+    buffer_used: bool,
 }
 
 enum HelperState {
@@ -274,6 +278,34 @@ impl Pool {
     pub fn disable_inline_reads(&self) {
         tracing::debug!("file system does not support RWF_NOWAIT: reads all go to helpers");
         self.inner.borrow_mut().cfg.inline_cached_reads = false;
+    }
+
+    /// Whether a write to `fd` should first be tried without blocking (see
+    /// `cached_write`): not where a stuck write to the same file may still land.
+    pub fn inline_write_allowed(&self, fd: RawFd) -> bool {
+        let inner = self.inner.borrow();
+        if !inner.cfg.inline_writes || inner.cfg.erratic_testing_mode {
+            return false;
+        }
+        inner.ending.is_empty() || {
+            let file = FileId::of(fd);
+            file.is_some() && !inner.ending.iter().any(|e| e.writing == file)
+        }
+    }
+
+    /// The file system cannot write without blocking: stop trying on this share.
+    pub fn disable_inline_writes(&self) {
+        tracing::debug!("file system does not support RWF_NOWAIT writes: all go to helpers");
+        self.inner.borrow_mut().cfg.inline_writes = false;
+    }
+
+    /// Counts a write done whole in smbd.
+    pub fn note_inline_write(&self, bytes: usize, took: std::time::Duration) {
+        let mut inner = self.inner.borrow_mut();
+        inner.stats.pwrites += 1;
+        inner.stats.pwrite_bytes += bytes as u64;
+        inner.stats.inline_pwrites += 1;
+        inner.stats.latency.record_us(took.as_micros() as u64);
     }
 
     /// Counts a read served whole from the page cache.
@@ -377,6 +409,7 @@ impl Pool {
             inner.time_out_queued(now);
             inner.give_up_on_exits(now);
             inner.give_up_on_silent_zygotes(now);
+            inner.release_buffers(now);
             inner.cull(now);
             for crew in 0..inner.crews.len() {
                 inner.ensure_min(crew);
@@ -651,6 +684,7 @@ impl PoolInner {
             _slot: slot,
             _watch: watch,
             state: HelperState::Idle(Instant::now()),
+            buffer_used: false,
         });
     }
 
@@ -678,6 +712,7 @@ impl PoolInner {
             _ => (job.len - job.done).min(BUFFER_SIZE),
         };
         let helper = &mut self.helpers[idx];
+        helper.buffer_used |= chunk > 0;
         if job.op.writes() && chunk > 0 {
             // SAFETY: job.data is smbd's live buffer of job.len bytes (the job is forgotten
             // before smbd frees it); the helper is idle, so nobody else uses its buffer.
@@ -929,6 +964,20 @@ impl PoolInner {
         // The watch and the process drop here: event freed, helper ended.
     }
 
+    /// Helpers idle for a while give their buffers' pages back: between bursts of I/O a
+    /// connection holds no more memory than smbd's own, however large its last requests
+    /// were (each helper's buffer fills up to 8 MiB of shared memory while in use).
+    fn release_buffers(&mut self, now: Instant) {
+        for h in &mut self.helpers {
+            if let HelperState::Idle(since) = h.state {
+                if h.buffer_used && now.saturating_duration_since(since) >= RELEASE_BUFFER_AFTER {
+                    h.process.release_buffer();
+                    h.buffer_used = false;
+                }
+            }
+        }
+    }
+
     /// Ends helpers idle for longer than the idle timeout, down to `min helpers` per crew;
     /// a crew left without helpers (and `min helpers` 0) lets its zygote go too.
     fn cull(&mut self, now: Instant) {
@@ -1004,11 +1053,11 @@ impl PoolInner {
         let (ev, mem, this, helper_id) = (self.ev, self.mem, self.this.clone(), helper.id);
         let watch = |pidfd| FdWatch::new(ev, mem, pidfd, this, helper_id);
         let retried = match Ending::new(helper, watch, writing, retry) {
-            Ok(ending) => {
+            Some(ending) => {
                 self.ending.push(ending);
                 retry.is_some()
             }
-            Err(_) => {
+            None => {
                 tracing::error!("tevent_add_fd failed: a timed-out helper cannot be watched");
                 false
             }
@@ -1128,6 +1177,14 @@ impl PoolInner {
             .min()
             .map(|since| since + self.cfg.request_timeout);
         let zygotes = self.crews.iter().filter_map(Crew::answer_due).min();
+        let release = self
+            .helpers
+            .iter()
+            .filter_map(|h| match h.state {
+                HelperState::Idle(since) if h.buffer_used => Some(since + RELEASE_BUFFER_AFTER),
+                _ => None,
+            })
+            .min();
         let grace = self
             .ending
             .iter()
@@ -1138,6 +1195,7 @@ impl PoolInner {
             .chain(hang)
             .chain(grace)
             .chain(zygotes)
+            .chain(release)
             .min()
     }
 

@@ -13,6 +13,9 @@ pub struct Stats {
     /// Reads served whole from the page cache in smbd, without a helper (also counted in
     /// `preads` and `pread_bytes`).
     pub inline_preads: u64,
+    /// Writes done whole in smbd without a helper (also counted in `pwrites` and
+    /// `pwrite_bytes`).
+    pub inline_pwrites: u64,
     /// Helpers forked.
     pub spawned: u64,
     /// Zygotes started (one per user of the share, each time one is needed).
@@ -67,7 +70,7 @@ impl fmt::Display for Stats {
             "preads={} pread_bytes={} pwrites={} pwrite_bytes={} fsyncs={} spawned={} \
              culled={} retries={} fallbacks={} queue_max={} helper_deaths={} hung={} \
              queue_overflows={} inline_preads={} zygotes={} zygote_us_max={} spawn_us_max={} process_limited={} \
-             timeouts={} stuck={} stuck_max={} latency_us_p50={} latency_us_p90={} latency_us_p99={}",
+             timeouts={} stuck={} stuck_max={} inline_pwrites={} latency_us_p50={} latency_us_p90={} latency_us_p99={}",
             self.preads,
             self.pread_bytes,
             self.pwrites,
@@ -89,6 +92,7 @@ impl fmt::Display for Stats {
             self.timeouts,
             self.stuck,
             self.stuck_max,
+            self.inline_pwrites,
             self.latency.percentile_us(50.0),
             self.latency.percentile_us(90.0),
             self.latency.percentile_us(99.0)
@@ -124,13 +128,14 @@ mod tests {
             timeouts: 19,
             stuck: 20,
             stuck_max: 21,
+            inline_pwrites: 22,
             latency: Histogram::default(),
         };
         assert_eq!(
             s.to_string(),
             "preads=1 pread_bytes=2 pwrites=3 pwrite_bytes=4 fsyncs=5 spawned=6 culled=7 \
              retries=8 fallbacks=9 queue_max=10 helper_deaths=11 hung=12 queue_overflows=13 inline_preads=14 \
-             zygotes=15 zygote_us_max=18 spawn_us_max=16 process_limited=17 timeouts=19 stuck=20 stuck_max=21 latency_us_p50=0 latency_us_p90=0 latency_us_p99=0"
+             zygotes=15 zygote_us_max=18 spawn_us_max=16 process_limited=17 timeouts=19 stuck=20 stuck_max=21 inline_pwrites=22 latency_us_p50=0 latency_us_p90=0 latency_us_p99=0"
         );
     }
 

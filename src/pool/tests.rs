@@ -392,6 +392,36 @@ fn a_zygote_that_does_not_answer_never_holds_the_event_loop() {
 }
 
 #[test]
+fn an_idle_helper_gives_its_buffer_pages_back() {
+    let lp = Loop::new();
+    let data = pattern(4 << 20, 3);
+    let file = temp_file(&data);
+    let pool = pool(&lp, config());
+    let mut back = vec![0u8; data.len()];
+    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
+    lp.run_until("the read", LONG, || outcome_of(1).is_some());
+    assert!(back == data);
+    let resident = || {
+        let mut inner = pool.inner.borrow_mut();
+        crate::test_util::resident_pages(inner.helpers[0].process.buffer())
+    };
+    assert_eq!(resident(), 1024, "the read went through the buffer");
+    let idle = Instant::now();
+    lp.run_until("the buffer released", LONG, || resident() == 0);
+    let took = idle.elapsed();
+    assert!(
+        took >= RELEASE_BUFFER_AFTER - Duration::from_millis(50) && took < Duration::from_secs(3),
+        "released after {took:?}"
+    );
+    // Only the idle timeout's cull is left to wake up for.
+    let due = pool.inner.borrow().timer.as_ref().map(|t| t.due());
+    assert!(
+        due.is_some_and(|d| d > Instant::now() + Duration::from_secs(20)),
+        "timer due {due:?}"
+    );
+}
+
+#[test]
 fn past_max_queue_requests_go_to_the_next_module() {
     let lp = Loop::new();
     let file = temp_file(&pattern(4096, 9));

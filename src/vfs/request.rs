@@ -10,6 +10,7 @@ use crate::parent::credentials::Credentials;
 use crate::pool::{Action, Job, JobId, Pool};
 use crate::protocol::Op;
 use crate::vfs::cached_read::{self, CachedRead};
+use crate::vfs::cached_write::{self, CachedWrite};
 use std::ffi::c_void;
 use std::rc::Rc;
 use std::{mem, ptr};
@@ -19,6 +20,8 @@ use std::{mem, ptr};
 /// parallel (measured: 8 MiB sequential reads at 0.6x plain inline, 1.1x through helpers;
 /// 128 KiB reads 1.55x inline, 1.35x through helpers).
 const INLINE_READ_MAX: usize = 128 << 10;
+/// Largest write tried in smbd itself, for the same reason.
+const INLINE_WRITE_MAX: usize = 128 << 10;
 
 /// Samba's VFS_PWRITE_APPEND_OFFSET (source3/include/vfs.h, 4.22+).
 const VFS_PWRITE_APPEND_OFFSET: i64 = -1;
@@ -142,6 +145,28 @@ unsafe fn start(req: *mut ffi::tevent_req) {
                 CachedRead::Part(n) => done = n,
                 CachedRead::None => {}
                 CachedRead::Unsupported => pool.disable_inline_reads(),
+            }
+        }
+        if state.op == Op::Write
+            && !append
+            && state.len <= INLINE_WRITE_MAX
+            && pool.inline_write_allowed(fd)
+        {
+            let started = std::time::Instant::now();
+            // SAFETY: smbd's write buffer of state.len bytes, alive as long as the request.
+            let buf = std::slice::from_raw_parts(state.data, state.len);
+            match cached_write::try_write(fd, buf, state.offset) {
+                CachedWrite::All(n) => {
+                    let took = started.elapsed();
+                    pool.note_inline_write(n, took);
+                    set_result(req, n as isize, 0, took.as_nanos() as u64);
+                    ffi::aio_fork_req_done(req);
+                    let _ = ffi::tevent_req_post(req, state.ev);
+                    return;
+                }
+                CachedWrite::Part(n) => done = n,
+                CachedWrite::None => {}
+                CachedWrite::Unsupported => pool.disable_inline_writes(),
             }
         }
         let op = if append { Op::Append } else { state.op };
