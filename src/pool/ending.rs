@@ -9,7 +9,8 @@
 //! they land after its write and never under it.
 
 use super::events::FdWatch;
-use super::{Helper, JobId};
+use super::{Helper, HelperState, JobId, PoolInner, MAX_HELPER_DEATHS};
+use crate::config::TimeoutAction;
 use crate::parent::helper::HelperProcess;
 use crate::parent::processes::Slot;
 use std::os::fd::RawFd;
@@ -89,5 +90,158 @@ impl Ending {
 
     pub fn exited(&self) -> bool {
         self.process.exited()
+    }
+}
+
+impl PoolInner {
+    /// Whether job `id` writes a file that a helper ended for a timeout may still be
+    /// writing: it must wait for that helper's exit, or its data could end up under the
+    /// older write's.
+    pub(super) fn held_behind_stuck_write(&self, id: JobId) -> bool {
+        let Some(file) = self.jobs.get(&id).and_then(|j| j.file) else {
+            return false;
+        };
+        self.ending.iter().any(|e| e.writing == Some(file))
+    }
+
+    /// Ends helpers busy with one piece of a request for longer than `request timeout`
+    /// (stopped, looping, or blocked in a hung backend); see `ending`.
+    pub(super) fn end_hung(&mut self, now: Instant) {
+        let timeout = self.cfg.request_timeout;
+        while let Some(idx) = self.helpers.iter().position(|h| {
+            matches!(h.state, HelperState::Busy { since, .. } if now.saturating_duration_since(since) >= timeout)
+        }) {
+            tracing::warn!(
+                pid = self.helpers[idx].process.pid(),
+                timeout_s = timeout.as_secs(),
+                "helper did not answer within the request timeout: ending it"
+            );
+            self.stats.hung += 1;
+            self.end_timed_out(idx);
+        }
+    }
+
+    /// Kills helper `idx` and keeps it until it exits. Its request is sent again after that
+    /// exit if `timeout action` is retry, the request may be repeated (not an append) and
+    /// has attempts left (as after a death), and the exit comes within the grace; else it
+    /// fails with EIO (never the next module: it would block in the same backend).
+    pub(super) fn end_timed_out(&mut self, idx: usize) {
+        let helper = self.helpers.swap_remove(idx);
+        let HelperState::Busy { job: id, .. } = helper.state else {
+            return;
+        };
+        let (writing, retry) = match self.jobs.get_mut(&id) {
+            Some(job) => {
+                job.deaths += 1;
+                let retry = self.cfg.timeout_action == TimeoutAction::Retry
+                    && job.deaths < MAX_HELPER_DEATHS
+                    && job.op.is_idempotent()
+                    && !job.req.is_null();
+                (job.file, retry.then_some(id))
+            }
+            None => (None, None),
+        };
+        let (ev, mem, this, helper_id) = (self.ev, self.mem, self.this.clone(), helper.id);
+        let watch = |pidfd| FdWatch::new(ev, mem, pidfd, this, helper_id);
+        let retried = match Ending::new(helper, watch, writing, retry) {
+            Some(ending) => {
+                self.ending.push(ending);
+                retry.is_some()
+            }
+            None => {
+                tracing::error!("tevent_add_fd failed: a timed-out helper cannot be watched");
+                false
+            }
+        };
+        if !retried {
+            self.fail_timed_out(id);
+        }
+    }
+
+    /// Fails requests that waited in the queue for longer than `request timeout` (every
+    /// helper they could have is busy or stuck).
+    pub(super) fn time_out_queued(&mut self, now: Instant) {
+        let timeout = self.cfg.request_timeout;
+        let expired: Vec<JobId> = self
+            .queue
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.jobs
+                    .get(id)
+                    .is_some_and(|j| now.saturating_duration_since(j.progress) >= timeout)
+            })
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            requests = expired.len(),
+            timeout_s = timeout.as_secs(),
+            "requests waited for a helper longer than the request timeout: failing them"
+        );
+        self.queue.retain(|id| !expired.contains(id));
+        for id in expired {
+            self.fail_timed_out(id);
+        }
+    }
+
+    /// An ended helper has exited: its request, if it is to be retried, is queued again,
+    /// and writes held behind it may go.
+    pub(super) fn on_exit(&mut self, helper_id: u64) {
+        let Some(idx) = self.ending.iter().position(|e| e.id == helper_id) else {
+            return;
+        };
+        if !self.ending[idx].exited() {
+            return;
+        }
+        let ending = self.ending.swap_remove(idx);
+        tracing::info!(
+            pid = ending.pid(),
+            was_stuck = ending.stuck,
+            "timed-out helper has exited"
+        );
+        if let Some(id) = ending.retry {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.progress = Instant::now();
+                self.stats.retries += 1;
+                self.queue.push_front(id);
+            }
+        }
+        let stuck = self.ending.iter().filter(|e| e.stuck).count();
+        self.stats.note_stuck(stuck);
+        self.pump();
+        self.arm_timer();
+    }
+
+    /// Ended helpers that did not exit within the grace are stuck in the kernel: their
+    /// requests fail instead of being retried.
+    pub(super) fn give_up_on_exits(&mut self, now: Instant) {
+        let mut failed = Vec::new();
+        for e in self
+            .ending
+            .iter_mut()
+            .filter(|e| !e.stuck && e.deadline <= now)
+        {
+            e.stuck = true;
+            tracing::warn!(
+                pid = e.pid(),
+                "a helper ended for a timeout has not exited: stuck in the kernel (hung \
+                 backend); its request fails, later writes to its file wait for it"
+            );
+            failed.extend(e.retry.take());
+        }
+        for id in failed {
+            self.fail_timed_out(id);
+        }
+        let stuck = self.ending.iter().filter(|e| e.stuck).count();
+        self.stats.note_stuck(stuck);
+    }
+
+    pub(super) fn fail_timed_out(&mut self, id: JobId) {
+        if self.jobs.contains_key(&id) {
+            self.stats.timeouts += 1;
+        }
+        self.fail(id, libc::EIO);
     }
 }

@@ -10,6 +10,11 @@
 //! Nothing runs before the first request that needs a helper. Replies arrive on each helper's
 //! socket, watched by a tevent fd event on smbd's event loop, so smbd never blocks.
 //!
+//! A request that goes `request timeout` without progress has its helper killed and kept
+//! until it exits (`ending`): retried after that exit, or failed with EIO, never sent twice
+//! while the first may still land. Zygotes and helpers are asked for and join when they
+//! answer (`spawning`, `crew`); idle helpers give their buffer pages back.
+//!
 //! Re-entrancy: finishing a request runs smbd's callback, which may send new requests or
 //! free others. So the pool never calls out while its state is borrowed: decisions are
 //! queued as `Action`s in `completing` and run one by one afterwards; a request freed in
@@ -20,17 +25,17 @@ mod ending;
 mod events;
 pub mod latency;
 mod policy;
+mod spawning;
 pub mod stats;
 
 use crate::abi::ffi;
-use crate::config::{Config, TimeoutAction};
+use crate::config::Config;
 use crate::parent::credentials::Credentials;
 use crate::parent::helper::{HelperProcess, ReplyRead, BUFFER_SIZE};
-use crate::parent::processes::{Slot, PROCESSES};
+use crate::parent::processes::Slot;
 use crate::parent::reap;
-use crate::parent::zygote::Spawned;
 use crate::protocol::{self, Op, Request, FLAG_ERRATIC};
-use crew::{Answer, Crew};
+use crew::Crew;
 use ending::{Ending, FileId};
 use events::{FdWatch, Timer};
 use policy::Placement;
@@ -446,46 +451,6 @@ impl PoolInner {
         self.crews.len() - 1
     }
 
-    /// Starts the zygote of `crew` if it has none. Only from `submit`: the calling thread
-    /// then holds the crew's credentials, which the zygote takes.
-    fn ensure_zygote(&mut self, crew: usize) {
-        if !self.crews[crew].needs_zygote() {
-            return;
-        }
-        let Some(slot) = self.take_slot() else {
-            return;
-        };
-        let refuse = self.cfg.fail_fork_testing_mode;
-        let wake = self.ids.next_helper();
-        let (ev, mem, this) = (self.ev, self.mem, self.this.clone());
-        let watch = |sock| FdWatch::new(ev, mem, sock, this, wake);
-        match self.crews[crew].start_zygote(&self.program, slot, refuse, wake, watch) {
-            Ok(()) => self.stats.zygotes += 1,
-            Err(e) => self.log_spawn_error(&e),
-        }
-    }
-
-    /// A place under `max processes`, or `None` (counted).
-    fn take_slot(&mut self) -> Option<Slot> {
-        let slot = PROCESSES.take(self.cfg.max_processes as usize);
-        if slot.is_none() {
-            self.stats.process_limited += 1;
-        }
-        slot
-    }
-
-    fn log_spawn_error(&mut self, e: &std::io::Error) {
-        if !self.spawn_error_logged {
-            tracing::warn!(
-                error = %e,
-                program = %self.program.to_string_lossy(),
-                helpers = self.helpers.len(),
-                "cannot start a helper: requests wait for a busy helper, or go to the next module"
-            );
-            self.spawn_error_logged = true;
-        }
-    }
-
     /// Starts queued jobs on idle or new helpers of their crews, in order, while that is
     /// possible. A job whose crew has no helper and can get none goes to the next module.
     fn pump(&mut self) {
@@ -541,16 +506,6 @@ impl PoolInner {
         }
     }
 
-    /// Whether job `id` writes a file that a helper ended for a timeout may still be
-    /// writing: it must wait for that helper's exit, or its data could end up under the
-    /// older write's.
-    fn held_behind_stuck_write(&self, id: JobId) -> bool {
-        let Some(file) = self.jobs.get(&id).and_then(|j| j.file) else {
-            return false;
-        };
-        self.ending.iter().any(|e| e.writing == Some(file))
-    }
-
     /// The idle helpers of `crew` (all crews: `None`): indexes, and since when each is idle.
     fn idle_helpers(&self, crew: Option<usize>) -> (Vec<usize>, Vec<Instant>) {
         self.helpers
@@ -589,116 +544,6 @@ impl PoolInner {
             }
             None => false,
         }
-    }
-
-    /// Asks the zygote of `crew` for a helper; it joins the pool when the answer comes.
-    fn ask_spawn(&mut self, crew: usize) -> bool {
-        if self.crews[crew].zygote.is_none() {
-            return false;
-        }
-        let Some(slot) = self.take_slot() else {
-            return false;
-        };
-        match self.crews[crew].ask_spawn(BUFFER_SIZE, slot) {
-            Ok(()) => true,
-            Err(e) => {
-                self.zygote_failed(crew, &e);
-                false
-            }
-        }
-    }
-
-    /// The zygote of `crew` failed: it is not asked again; the crew's next request starts
-    /// a new one.
-    fn zygote_failed(&mut self, crew: usize, e: &std::io::Error) {
-        self.crews[crew].stop_zygote();
-        self.log_spawn_error(e);
-    }
-
-    /// Takes what the zygote of `crew` said: its hello, helpers, or its end.
-    fn on_zygote(&mut self, crew: usize) {
-        loop {
-            match self.crews[crew].next_answer() {
-                Ok(None) => break,
-                Ok(Some(Answer::Ready { took })) => {
-                    let took_us = took.as_micros() as u64;
-                    self.stats.zygote_us_max = self.stats.zygote_us_max.max(took_us);
-                }
-                Ok(Some(Answer::Spawned {
-                    spawned,
-                    slot,
-                    took,
-                })) => self.add_helper(crew, spawned, slot, took),
-                Ok(Some(Answer::Refused(e))) | Err(e) => {
-                    self.zygote_failed(crew, &e);
-                    break;
-                }
-            }
-        }
-        self.ensure_min(crew);
-        self.pump();
-        self.arm_timer();
-    }
-
-    /// A zygote that did not answer in time (stopped, or the machine too busy) is given up.
-    fn give_up_on_silent_zygotes(&mut self, now: Instant) {
-        for crew in 0..self.crews.len() {
-            if self.crews[crew].answer_due().is_some_and(|due| due <= now) {
-                let e = std::io::Error::from_raw_os_error(libc::ETIMEDOUT);
-                self.zygote_failed(crew, &e);
-            }
-        }
-    }
-
-    fn add_helper(&mut self, crew: usize, spawned: Spawned, slot: Slot, took: std::time::Duration) {
-        let Some(zygote) = self.crews[crew].zygote.clone() else {
-            return;
-        };
-        let process = match HelperProcess::from_spawned(spawned, BUFFER_SIZE, zygote) {
-            Ok(p) => p,
-            Err(e) => {
-                self.zygote_failed(crew, &e);
-                return;
-            }
-        };
-        self.spawn_error_logged = false;
-        let id = self.ids.next_helper();
-        let Some(watch) = FdWatch::new(self.ev, self.mem, process.socket(), self.this.clone(), id)
-        else {
-            tracing::error!("tevent_add_fd failed: no helper");
-            return;
-        };
-        let took_us = took.as_micros() as u64;
-        tracing::debug!(
-            pid = process.pid(),
-            helpers = self.helpers.len() + 1,
-            took_us,
-            "helper spawned"
-        );
-        self.stats.spawned += 1;
-        self.stats.spawn_us_max = self.stats.spawn_us_max.max(took_us);
-        self.helpers.push(Helper {
-            id,
-            crew,
-            process,
-            _slot: slot,
-            _watch: watch,
-            state: HelperState::Idle(Instant::now()),
-            buffer_used: false,
-        });
-    }
-
-    /// Keeps `min helpers` alive in a crew that has a zygote (best effort: a failed spawn
-    /// is retried later).
-    fn ensure_min(&mut self, crew: usize) {
-        while self.crews[crew].zygote.is_some()
-            && self.crew_size(crew) + self.crews[crew].spawning() < self.cfg.min_helpers as usize
-        {
-            if !self.ask_spawn(crew) {
-                break;
-            }
-        }
-        self.arm_timer();
     }
 
     /// Sends the next piece of job `id` to helper `idx`; false if the helper could not be
@@ -935,13 +780,6 @@ impl PoolInner {
         });
     }
 
-    fn fail_timed_out(&mut self, id: JobId) {
-        if self.jobs.contains_key(&id) {
-            self.stats.timeouts += 1;
-        }
-        self.fail(id, libc::EIO);
-    }
-
     /// Hands job `id` to the next module (its done part stays done).
     fn fall_back(&mut self, id: JobId) {
         let Some(job) = self.jobs.remove(&id) else {
@@ -1011,140 +849,6 @@ impl PoolInner {
                 self.crews[crew].stop_zygote();
             }
         }
-    }
-
-    /// Ends helpers busy with one piece of a request for longer than `request timeout`
-    /// (stopped, looping, or blocked in a hung backend); see `ending`.
-    fn end_hung(&mut self, now: Instant) {
-        let timeout = self.cfg.request_timeout;
-        while let Some(idx) = self.helpers.iter().position(|h| {
-            matches!(h.state, HelperState::Busy { since, .. } if now.saturating_duration_since(since) >= timeout)
-        }) {
-            tracing::warn!(
-                pid = self.helpers[idx].process.pid(),
-                timeout_s = timeout.as_secs(),
-                "helper did not answer within the request timeout: ending it"
-            );
-            self.stats.hung += 1;
-            self.end_timed_out(idx);
-        }
-    }
-
-    /// Kills helper `idx` and keeps it until it exits. Its request is sent again after that
-    /// exit if `timeout action` is retry, the request may be repeated (not an append) and
-    /// has attempts left (as after a death), and the exit comes within the grace; else it
-    /// fails with EIO (never the next module: it would block in the same backend).
-    fn end_timed_out(&mut self, idx: usize) {
-        let helper = self.helpers.swap_remove(idx);
-        let HelperState::Busy { job: id, .. } = helper.state else {
-            return;
-        };
-        let (writing, retry) = match self.jobs.get_mut(&id) {
-            Some(job) => {
-                job.deaths += 1;
-                let retry = self.cfg.timeout_action == TimeoutAction::Retry
-                    && job.deaths < MAX_HELPER_DEATHS
-                    && job.op.is_idempotent()
-                    && !job.req.is_null();
-                (job.file, retry.then_some(id))
-            }
-            None => (None, None),
-        };
-        let (ev, mem, this, helper_id) = (self.ev, self.mem, self.this.clone(), helper.id);
-        let watch = |pidfd| FdWatch::new(ev, mem, pidfd, this, helper_id);
-        let retried = match Ending::new(helper, watch, writing, retry) {
-            Some(ending) => {
-                self.ending.push(ending);
-                retry.is_some()
-            }
-            None => {
-                tracing::error!("tevent_add_fd failed: a timed-out helper cannot be watched");
-                false
-            }
-        };
-        if !retried {
-            self.fail_timed_out(id);
-        }
-    }
-
-    /// Fails requests that waited in the queue for longer than `request timeout` (every
-    /// helper they could have is busy or stuck).
-    fn time_out_queued(&mut self, now: Instant) {
-        let timeout = self.cfg.request_timeout;
-        let expired: Vec<JobId> = self
-            .queue
-            .iter()
-            .copied()
-            .filter(|id| {
-                self.jobs
-                    .get(id)
-                    .is_some_and(|j| now.saturating_duration_since(j.progress) >= timeout)
-            })
-            .collect();
-        if expired.is_empty() {
-            return;
-        }
-        tracing::warn!(
-            requests = expired.len(),
-            timeout_s = timeout.as_secs(),
-            "requests waited for a helper longer than the request timeout: failing them"
-        );
-        self.queue.retain(|id| !expired.contains(id));
-        for id in expired {
-            self.fail_timed_out(id);
-        }
-    }
-
-    /// An ended helper has exited: its request, if it is to be retried, is queued again,
-    /// and writes held behind it may go.
-    fn on_exit(&mut self, helper_id: u64) {
-        let Some(idx) = self.ending.iter().position(|e| e.id == helper_id) else {
-            return;
-        };
-        if !self.ending[idx].exited() {
-            return;
-        }
-        let ending = self.ending.swap_remove(idx);
-        tracing::info!(
-            pid = ending.pid(),
-            was_stuck = ending.stuck,
-            "timed-out helper has exited"
-        );
-        if let Some(id) = ending.retry {
-            if let Some(job) = self.jobs.get_mut(&id) {
-                job.progress = Instant::now();
-                self.stats.retries += 1;
-                self.queue.push_front(id);
-            }
-        }
-        let stuck = self.ending.iter().filter(|e| e.stuck).count();
-        self.stats.note_stuck(stuck);
-        self.pump();
-        self.arm_timer();
-    }
-
-    /// Ended helpers that did not exit within the grace are stuck in the kernel: their
-    /// requests fail instead of being retried.
-    fn give_up_on_exits(&mut self, now: Instant) {
-        let mut failed = Vec::new();
-        for e in self
-            .ending
-            .iter_mut()
-            .filter(|e| !e.stuck && e.deadline <= now)
-        {
-            e.stuck = true;
-            tracing::warn!(
-                pid = e.pid(),
-                "a helper ended for a timeout has not exited: stuck in the kernel (hung \
-                 backend); its request fails, later writes to its file wait for it"
-            );
-            failed.extend(e.retry.take());
-        }
-        for id in failed {
-            self.fail_timed_out(id);
-        }
-        let stuck = self.ending.iter().filter(|e| e.stuck).count();
-        self.stats.note_stuck(stuck);
     }
 
     /// When the timer must next fire: the earliest of the oldest idle helper's expiry (if
