@@ -16,6 +16,7 @@ packages=(
 	python3-smbc     # libsmbclient from Python: the cluster test's second client
 	iproute2 util-linux procps psmisc # ip, unshare, ps, fuser: private namespaces for tests
 	debootstrap      # the root file systems of the other Samba releases the tests run
+	xfsprogs         # mkfs.xfs: tests/inline_writes.rs puts shares on XFS (RWF_NOWAIT writes)
 	binutils         # objdump: tests/abi_binaries.rs reads each release's smbd
 	dpkg-dev man-db  # the Debian package (cargo-deb's dpkg-shlibdeps) and its man page test
 	fonts-dejavu-core # labels in the benchmark's PNG chart

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use common::client;
 use common::data;
+use common::images;
 use common::namespace::{run_in_namespace, NsContext};
 use common::procs;
 use common::python;
@@ -210,23 +211,7 @@ fn kernel_rules(ctx: &NsContext) {
 
 /// A 64 MiB ext4 with 10% of its blocks reserved for root, loop-mounted on `dir`.
 fn mount_small_ext4(image: &Path, dir: &Path) {
-    let f = fs::File::create(image).expect("image");
-    f.set_len(64 * MIB).expect("size image");
-    let mkfs = run::run(
-        Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-m", "10"])
-            .arg(image),
-        TIMEOUT,
-    );
-    assert!(mkfs.success(), "mkfs.ext4:\n{}", mkfs.describe());
-    let mount = run::run(
-        Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(image)
-            .arg(dir),
-        TIMEOUT,
-    );
-    assert!(mount.success(), "mount -o loop:\n{}", mount.describe());
+    images::loop_mount(image, 64 * MIB, &["mkfs.ext4", "-q", "-F", "-m", "10"], dir);
 }
 
 /// Bytes free for root (f_bfree) and for users (f_bavail) on the file system of `dir`.

@@ -14,6 +14,7 @@
 //!   orphans (the test is the namespace's init), checks smbd's log for crashes.
 //! - [`stats`]: parses the module's `aio_fork stats ...` log lines.
 //! - [`data`]: pseudo-random files and byte-for-byte comparison.
+//! - [`images`]: loop-mounted file systems (ext4, XFS) for shares.
 //! - [`users`]: extra Unix users (namespace-private /etc/passwd) and SMB users.
 //! - [`python`]: clients on Samba's Python bindings (odd requests, concurrency).
 //! - [`cluster`]: a two-node clustered Samba (two ctdbd, two smbd) on one machine.
@@ -27,6 +28,7 @@ pub mod client;
 pub mod cluster;
 pub mod data;
 pub mod faults;
+pub mod images;
 pub mod module;
 pub mod namespace;
 pub mod procs;
