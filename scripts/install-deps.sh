@@ -14,6 +14,7 @@ packages=(
 	libsmbclient-dev # the benchmark's load generator
 	ctdb             # the two-node clustered Samba of the cluster test
 	python3-smbc     # libsmbclient from Python: the cluster test's second client
+	python3-fusepy libfuse2 fuse # tests/clients/stallfs.py: the FUSE file system the stall tests hang reads and writes on
 	iproute2 util-linux procps psmisc # ip, unshare, ps, fuser: private namespaces for tests
 	debootstrap      # the root file systems of the other Samba releases the tests run
 	xfsprogs         # mkfs.xfs: tests/inline_writes.rs puts shares on XFS (RWF_NOWAIT writes)
