@@ -227,6 +227,7 @@ def case_read(args):
     first_status = first.status
     first_secs = first.secs()
     first_end = first.end if answered else now()
+    hold_past_exit_grace(first_end)
     resume_t = now()
     drop_ctl(args, "stall-read")
     late_status = "-"
@@ -352,6 +353,16 @@ def case_write(args):
             put_ctl(args, "release-write", "")
 
 
+# The module gives a killed helper 1 s to exit before it counts it as stuck in the
+# kernel; the stall is held a little longer than that after the client's answer, so
+# that the helper blocked in this file system is seen as stuck.
+EXIT_GRACE_HOLD = 1.5
+
+
+def hold_past_exit_grace(answered_at):
+    time.sleep(max(0.0, answered_at + EXIT_GRACE_HOLD - now()))
+
+
 def case_close(args):
     c = Client(args)
     fnum = c.open(args.file)
@@ -366,6 +377,7 @@ def case_close(args):
     close_status = cl.status
     close_secs = cl.secs()
     rd_status_at_close = rd.status
+    hold_past_exit_grace(cl.end or now())
     drop_ctl(args, "stall-read")
     cl.wait(now() + 15)
     rd.wait(now() + 15)
