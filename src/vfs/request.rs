@@ -117,6 +117,16 @@ unsafe fn start(req: *mut ffi::tevent_req) {
             fall_back(req, 0);
             return;
         }
+        if state.ev != (api().global_event_context)() {
+            // smbd waits on a tevent context of its own (smb_vfs_fsync_sync: a fresh one
+            // and tevent_req_poll on it, for a synchronous write-through or flush). The
+            // pool hears its helpers on smbd's main context (see ops::connect), which
+            // nobody runs meanwhile: the request would never finish. The next module
+            // completes on the context it is given.
+            pool.note_fallback();
+            fall_back(req, 0);
+            return;
+        }
         // Samba 4.22+: a write on an append-only POSIX handle comes with this offset (smbd
         // checked the handle's flag); the fd has O_APPEND and the data goes to the end.
         let append = state.op == Op::Write && state.offset == VFS_PWRITE_APPEND_OFFSET;
