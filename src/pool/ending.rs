@@ -54,15 +54,14 @@ pub struct Ending {
 }
 
 impl Ending {
-    /// Kills `helper` and watches for its exit with `watch` (made on its pidfd); `None`
-    /// if no watch could be made (the helper is then only killed).
+    /// Watches `helper`, which was just killed, for its exit with `watch` (made on its
+    /// pidfd); `None` if no watch could be made.
     pub fn new(
         helper: Helper,
         make_watch: impl FnOnce(RawFd) -> Option<FdWatch>,
         writing: Option<FileId>,
         retry: Option<JobId>,
     ) -> Option<Ending> {
-        helper.process.kill();
         let watch = make_watch(helper.process.pidfd())?;
         let Helper {
             id,
@@ -141,6 +140,7 @@ impl PoolInner {
             }
             None => (None, None),
         };
+        helper.process.kill();
         let (ev, mem, this, helper_id) = (self.ev, self.mem, self.this.clone(), helper.id);
         let watch = |pidfd| FdWatch::new(ev, mem, pidfd, this, helper_id);
         let retried = match Ending::new(helper, watch, writing, retry) {

@@ -421,6 +421,54 @@ fn an_idle_helper_gives_its_buffer_pages_back() {
     );
 }
 
+/// Makes the pool's first helper one ended for a timeout that has not exited, writing
+/// `file`: what a helper blocked in a hung backend is (it is not killed here, so it stays
+/// until the test ends it). Returns its pid.
+fn pretend_stuck_writing(pool: &Pool, file: RawFd) -> i32 {
+    let mut inner = pool.inner.borrow_mut();
+    let helper = inner.helpers.swap_remove(0);
+    let pid = helper.process.pid();
+    let (ev, mem, this, id) = (inner.ev, inner.mem, inner.this.clone(), helper.id);
+    let watch = |pidfd| events::FdWatch::new(ev, mem, pidfd, this, id);
+    let ending = ending::Ending::new(helper, watch, ending::FileId::of(file), None).unwrap();
+    inner.ending.push(ending);
+    pid
+}
+
+#[test]
+fn a_write_to_a_file_with_a_stuck_write_waits_until_its_helper_has_exited() {
+    let lp = Loop::new();
+    let stuck_file = temp_file(&[0u8; 4096]);
+    let other_file = temp_file(&[0u8; 4096]);
+    let pool = pool(&lp, config());
+    warm_up(&lp, &pool);
+    let stuck = pretend_stuck_writing(&pool, stuck_file.as_raw_fd());
+
+    let mut newer = vec![7u8; 4096];
+    let mut other = vec![8u8; 4096];
+    submit(&pool, 1, Op::Write, stuck_file.as_raw_fd(), 0, &mut newer);
+    submit(&pool, 2, Op::Write, other_file.as_raw_fd(), 0, &mut other);
+    lp.run_until("the write to the other file", LONG, || {
+        outcome_of(2).is_some()
+    });
+    let held_until = Instant::now() + Duration::from_millis(300);
+    lp.run_until("a while", LONG, || Instant::now() > held_until);
+    assert_eq!(
+        outcome_of(1),
+        None,
+        "written while the stuck write may still land"
+    );
+
+    signal(stuck, nix::sys::signal::Signal::SIGKILL);
+    lp.run_until("the held write", LONG, || outcome_of(1).is_some());
+    assert_eq!(outcome_of(1), Some(served(1, 4096)));
+    let mut back = Vec::new();
+    let mut f = &stuck_file;
+    f.rewind().unwrap();
+    f.read_to_end(&mut back).unwrap();
+    assert!(back == newer);
+}
+
 #[test]
 fn past_max_queue_requests_go_to_the_next_module() {
     let lp = Loop::new();
