@@ -3,9 +3,9 @@
 //! `aio_fork` and this project's module, in one private smbd, on the same workloads.
 //!
 //!     cargo bench --bench backends -- [--quick] [--repeats N] [--no-drop-caches]
-//!                                       [--csv PATH] [--png DIR]
+//!                                       [--csv PATH] [--png DIR] [--plan]
 //!
-//! `--quick`: every phase with smaller files, fewer client counts and repeats (a few
+//! `--plan`: print the plan and its estimated run time, run nothing. `--quick`: every phase with smaller files, fewer client counts and repeats (a few
 //! minutes). `--repeats N`: N repeats of every phase. `--no-drop-caches`: do not drop
 //! the machine's clean page cache before each sequential write (see pagecache.rs).
 //! `--csv PATH`: summary CSV (every figure: median, min, max, 95% interval, paired
@@ -54,6 +54,7 @@ use runner::{Bench, Sources};
 use tables::Layout;
 
 struct Options {
+    plan_only: bool,
     quick: bool,
     repeats: Option<usize>,
     drop_caches: bool,
@@ -62,10 +63,11 @@ struct Options {
 }
 
 const USAGE: &str = "usage: cargo bench --bench backends -- [--quick] [--repeats N] \
-                     [--no-drop-caches] [--csv PATH] [--png DIR]";
+                     [--no-drop-caches] [--csv PATH] [--png DIR] [--plan]";
 
 fn parse_args() -> Options {
     let mut opts = Options {
+        plan_only: false,
         quick: false,
         repeats: None,
         drop_caches: true,
@@ -76,6 +78,7 @@ fn parse_args() -> Options {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => opts.quick = true,
+            "--plan" => opts.plan_only = true,
             "--repeats" => {
                 let n = args.next().and_then(|v| v.parse().ok()).filter(|n| *n > 0);
                 opts.repeats = Some(n.unwrap_or_else(|| usage_exit("--repeats needs N >= 1")));
@@ -124,6 +127,9 @@ fn main() {
     let report = env::temp_dir().join(format!("aio_fork_bench_report.{}", process::id()));
     if outer {
         println!("{}", plan.describe());
+        if opts.plan_only {
+            return;
+        }
         // Inherited by the re-executed program inside the namespace. Nothing else
         // runs yet, so changing the environment is safe.
         env::set_var(ENV_REPORT, &report);

@@ -208,8 +208,9 @@ impl Plan {
             total += 2.0 * XFS_BACKENDS.len() as f64 * self.random_repeats as f64 * run(c, false);
         }
         let fork_backends = 3.0;
+        let probe = FORK_PROBE_S + RUN_OVERHEAD_S + CONNECT_S;
         total += self.ballast_mib.len() as f64
-            * (SMBD_START_S + self.fork_probes as f64 * fork_backends * run(1, false));
+            * (SMBD_START_S + self.fork_probes as f64 * fork_backends * probe);
         Duration::from_secs_f64(total)
     }
 }
@@ -218,8 +219,10 @@ impl Plan {
 // connection cost, transfer rates.
 const RUN_OVERHEAD_S: f64 = 0.2;
 const CONNECT_S: f64 = 0.03;
-const TRANSFER_MIB_S: f64 = 600.0;
-const TRANSFER_OVERHEAD_S: f64 = 1.5;
+const TRANSFER_MIB_S: f64 = 400.0;
+const TRANSFER_OVERHEAD_S: f64 = 0.3;
 const FILE_WRITE_MIB_S: f64 = 300.0;
 const SETUP_S: f64 = 10.0;
 const SMBD_START_S: f64 = 2.0;
+/// A fork-cost probe runs this long (phases.rs).
+const FORK_PROBE_S: f64 = 0.3;
