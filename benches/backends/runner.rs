@@ -187,7 +187,11 @@ impl Bench {
             &mut look,
             &mut sample_idle,
         );
-        let peak = sampler.map(PeakSampler::finish);
+        // The idle sample is a sample of the run too: the peak is never below it.
+        let peak = sampler.map(PeakSampler::finish).map(|p| match idle {
+            Some(i) if i.pss_kib > p.pss_kib => i,
+            _ => p,
+        });
         smbd.wait_idle(IDLE_TIMEOUT);
         let cpu = self.meter.sample(&[smbd.pid()]) - before;
         if r.mode == "randwrite" {

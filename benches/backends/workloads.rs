@@ -43,7 +43,7 @@ pub fn declare(results: &mut Results, plan: &Plan) {
     };
     let small = |id, what: String, scaling| Workload {
         id,
-        title: format!("{what}, libsmbclient clients, {secs:.0} s per run: ops/s (all clients)"),
+        title: format!("{what}, libsmbclient clients, {secs:.1} s per run: ops/s (all clients)"),
         unit: "ops/s",
         cpu_unit: "CPU us/op",
         latency: true,
@@ -68,7 +68,7 @@ pub fn declare(results: &mut Results, plan: &Plan) {
             id: STREAM_READ,
             title: format!(
                 "8 MiB sequential reads of a cached {seq} MiB file, each client from its own \
-                 offset, {secs:.0} s per run: MiB/s (all clients)"
+                 offset, {secs:.1} s per run: MiB/s (all clients)"
             ),
             unit: "MiB/s",
             cpu_unit: "CPU s/GiB",
