@@ -21,6 +21,7 @@ packages=(
 	binutils         # objdump: tests/abi_binaries.rs reads each release's smbd
 	dpkg-dev man-db  # the Debian package (cargo-deb's dpkg-shlibdeps) and its man page test
 	fonts-dejavu-core # labels in the benchmark's PNG chart
+	xfsprogs         # mkfs.xfs: the benchmark's loop-mounted XFS share
 )
 
 missing=()

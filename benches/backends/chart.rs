@@ -1,5 +1,6 @@
-//! A PNG bar chart of the ratio-to-plain table: one group of bars per workload, one
-//! bar per backend.
+//! A PNG bar chart of the transfer workloads' ratios to plain (one group of bars per
+//! workload, one bar per backend, the paired ratio's 95% interval as a whisker), and
+//! the font and colours every chart shares (see curves.rs for the scaling charts).
 //!
 //! plotters draws text only with a font. It is built with `ab_glyph` (pure Rust, no
 //! system library) and given a TTF file found on this machine; with none, the chart
@@ -11,7 +12,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::report::{Cell, Metric, Results, REFERENCE};
+use crate::report::{Metric, Results, Workload, REFERENCE};
 
 /// TrueType fonts commonly present on Debian (fonts-dejavu-core, fonts-liberation).
 const FONT_CANDIDATES: [&str; 4] = [
@@ -20,8 +21,8 @@ const FONT_CANDIDATES: [&str; 4] = [
     "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",
     "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
 ];
-const FONT: &str = "sans-serif";
-const COLORS: [RGBColor; 6] = [
+pub const FONT: &str = "sans-serif";
+pub const COLORS: [RGBColor; 6] = [
     RGBColor(110, 110, 110),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
@@ -31,7 +32,7 @@ const COLORS: [RGBColor; 6] = [
 ];
 
 /// Loads the first font found; false if there is none.
-fn register_font() -> bool {
+pub fn register_font() -> bool {
     for path in FONT_CANDIDATES {
         if let Ok(bytes) = fs::read(path) {
             // plotters keeps the font for the program's lifetime.
@@ -44,10 +45,16 @@ fn register_font() -> bool {
     false
 }
 
-/// Writes the chart to `path`. Returns a note for the report (e.g. no font found).
-pub fn write_png(results: &Results, path: &Path, title: &str) -> Result<Option<String>, String> {
+/// Writes the chart of `workloads` to `path`. Returns a note for the report (e.g. no
+/// font found).
+pub fn write_png(
+    results: &Results,
+    workloads: &[&Workload],
+    path: &Path,
+    title: &str,
+) -> Result<Option<String>, String> {
     let with_text = register_font();
-    draw(results, path, title, with_text)
+    draw(results, workloads, path, title, with_text)
         .map_err(|e| format!("drawing {}: {e}", path.display()))?;
     if with_text {
         return Ok(None);
@@ -62,8 +69,7 @@ pub fn write_png(results: &Results, path: &Path, title: &str) -> Result<Option<S
         "chart {}: no TrueType font found (looked for {FONT_CANDIDATES:?}), drawn without \
          text. Groups left to right: {}; bars: {}; the grey line is 1.0 (plain).",
         path.display(),
-        results
-            .workloads
+        workloads
             .iter()
             .map(|w| w.id)
             .collect::<Vec<_>>()
@@ -72,22 +78,29 @@ pub fn write_png(results: &Results, path: &Path, title: &str) -> Result<Option<S
     )))
 }
 
+/// (median, lo, hi) of the paired ratio to plain; 1 for plain itself.
+fn ratio(results: &Results, workload: &str, backend: &str) -> Option<(f64, f64, f64)> {
+    let clients = *results.client_points(workload).first()?;
+    let c = results.compare(workload, backend, clients, Metric::Value)?;
+    Some(c.ratio.map_or((1.0, 1.0, 1.0), |r| (r.median, r.lo, r.hi)))
+}
+
 fn draw(
     results: &Results,
+    workloads: &[&Workload],
     path: &Path,
     title: &str,
     with_text: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let groups = results.workloads.len().max(1);
+    let groups = workloads.len().max(1);
     let backends = results.backends.len().max(1);
-    let ratios: Vec<Vec<Option<f64>>> = results
-        .workloads
+    let ratios: Vec<Vec<Option<(f64, f64, f64)>>> = workloads
         .iter()
         .map(|w| {
             results
                 .backends
                 .iter()
-                .map(|b| results.ratio(w.id, b, Metric::Value))
+                .map(|b| ratio(results, w.id, b))
                 .collect()
         })
         .collect();
@@ -95,7 +108,7 @@ fn draw(
         .iter()
         .flatten()
         .flatten()
-        .fold(1.2_f64, |m, r| m.max(*r * 1.1));
+        .fold(1.2_f64, |m, r| m.max(r.2 * 1.1));
 
     let root = BitMapBackend::new(path, (1400, 620)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -110,7 +123,7 @@ fn draw(
     // Group i is centred on x = i, so the axis' integer key points label the groups.
     let mut chart = builder.build_cartesian_2d(-0.5f64..(groups as f64 - 0.5), 0f64..top)?;
     if with_text {
-        let names: Vec<&str> = results.workloads.iter().map(|w| w.id).collect();
+        let names: Vec<&str> = workloads.iter().map(|w| w.id).collect();
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -136,7 +149,7 @@ fn draw(
             .iter()
             .enumerate()
             .filter_map(|(g, row)| {
-                let r = row[b]?;
+                let (r, _, _) = row[b]?;
                 Some(Rectangle::new(
                     [(left(g), 0.0), (left(g) + width * 0.9, r)],
                     color.filled(),
@@ -149,15 +162,27 @@ fn draw(
                 Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled())
             });
             // Where a backend could not run, say so at the foot of its bar.
-            let missing: Vec<Text<(f64, f64), String>> = results
-                .workloads
+            let missing: Vec<Text<(f64, f64), String>> = workloads
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| matches!(results.cell(w.id, backend), Some(Cell::Unavailable(_))))
+                .filter(|(_, w)| results.is_unavailable(w.id, backend))
                 .map(|(g, _)| Text::new("n/a".to_string(), (left(g), top * 0.02), (FONT, 12)))
                 .collect();
             chart.draw_series(missing)?;
         }
+        let whiskers: Vec<PathElement<(f64, f64)>> = ratios
+            .iter()
+            .enumerate()
+            .filter_map(|(g, row)| {
+                let (_, lo, hi) = row[b]?;
+                let x = left(g) + width * 0.45;
+                Some(PathElement::new(
+                    vec![(x, lo), (x, hi)],
+                    BLACK.stroke_width(2),
+                ))
+            })
+            .collect();
+        chart.draw_series(whiskers)?;
     }
     // The plain share's level.
     chart.draw_series(std::iter::once(PathElement::new(

@@ -1,6 +1,6 @@
 //! The two kinds of load: one smbclient moving a large file (sequential), and
-//! several `smbload` processes (benches/c/smbload.c, over libsmbclient) doing small
-//! requests at random offsets.
+//! several `smbload` processes (benches/c/smbload.c, over libsmbclient) each doing
+//! requests of one size at random offsets or one after the other.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,8 +20,10 @@ use crate::common::smbd::{self, Smbd};
 const SMBLOAD_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/c/smbload.c");
 const BALLAST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/c/ballast.c");
 const SMBCLIENT_TIMEOUT: Duration = Duration::from_secs(600);
-/// Connecting 8 clients takes well under a second; this only bounds a broken server.
+/// Connecting 8 clients takes well under a second; this only bounds a broken server
+/// (plus a little per client: 64 clients authenticate on 2 cores).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_PER_CLIENT: Duration = Duration::from_millis(250);
 /// How long after its run time a client may take to report and exit.
 const FINISH_SLACK: Duration = Duration::from_secs(60);
 
@@ -88,17 +90,21 @@ fn parse_average_kib_s(text: &str) -> Option<f64> {
     after.split_whitespace().next()?.parse().ok()
 }
 
-/// What the random-request clients do.
+/// What the smbload clients do.
 pub struct RandomSpec<'a> {
     pub smbload: &'a Path,
     pub share: &'a str,
     pub file: &'a str,
-    /// `randread` or `randwrite` (see benches/c/smbload.c).
+    /// `randread`, `randwrite` or `seqread` (see benches/c/smbload.c).
     pub mode: &'a str,
     pub request_size: u64,
     pub clients: usize,
     pub duration: Duration,
     pub seed: u64,
+    /// Each client stops after moving this many bytes (or at `duration`).
+    pub max_bytes: Option<u64>,
+    /// Clients stay connected this long after reporting, then `held` is called.
+    pub hold: Option<Duration>,
     /// Where the clients write their latency files.
     pub scratch: &'a Path,
 }
@@ -107,6 +113,8 @@ pub struct RandomSpec<'a> {
 #[derive(Clone, Debug)]
 pub struct RandomResult {
     pub ops_per_s: f64,
+    /// Sum over clients of each one's own rate.
+    pub mib_per_s: f64,
     pub ops: u64,
     pub p50_us: f64,
     pub p99_us: f64,
@@ -128,12 +136,16 @@ impl Drop for Clients {
 }
 
 /// Runs `spec.clients` smbload processes against one share. They connect first; once
-/// all are ready they start together and run for `spec.duration`. Halfway through,
-/// `while_running` is called (to look at the server under load).
+/// all are ready they start together and run for `spec.duration`. `started` is called
+/// when they are told to go, `while_running` halfway through (to look at the server
+/// under load), and with `spec.hold`, `held` once every client reported and waited
+/// that long while still connected.
 pub fn run_random(
     smbd: &Smbd,
     spec: &RandomSpec,
+    started: &mut dyn FnMut(),
     while_running: &mut dyn FnMut(),
+    held: &mut dyn FnMut(),
 ) -> Result<RandomResult, String> {
     let url = format!("smb://{}/{}/{}", smbd::ADDRESS, spec.share, spec.file);
     let (tx, rx) = mpsc::channel::<(usize, String)>();
@@ -143,11 +155,14 @@ pub fn run_random(
     for i in 0..spec.clients {
         let latency_file = spec.scratch.join(format!("latency.{i}"));
         let mut cmd = Command::new(spec.smbload);
-        cmd.arg("-c")
-            .arg(&smbd.conf)
-            .arg("-l")
-            .arg(&latency_file)
-            .arg(&url)
+        cmd.arg("-c").arg(&smbd.conf).arg("-l").arg(&latency_file);
+        if let Some(bytes) = spec.max_bytes {
+            cmd.arg("-b").arg(bytes.to_string());
+        }
+        if spec.hold.is_some() {
+            cmd.arg("-H");
+        }
+        cmd.arg(&url)
             .args([smbd::USER, smbd::PASSWORD, spec.mode])
             .arg(spec.request_size.to_string())
             .arg(format!("{:.3}", spec.duration.as_secs_f64()))
@@ -179,27 +194,47 @@ pub fn run_random(
     drop(tx);
 
     // Everyone connected and opened the file: then start them at once.
-    let ready = collect_lines(&rx, spec.clients, "ready", Instant::now() + READY_TIMEOUT);
-    if ready.len() < spec.clients {
+    let ready_by = Instant::now() + READY_TIMEOUT + CONNECT_PER_CLIENT * spec.clients as u32;
+    let mut ready = vec![None; spec.clients];
+    if !collect_lines(&rx, &mut ready, "ready", ready_by) {
         drop(clients);
         return Err(format!(
             "only {} of {} clients got ready: {}",
-            ready.len(),
+            ready.iter().flatten().count(),
             spec.clients,
             first_stderr(stderr_threads)
         ));
     }
+    // Kept open while the clients hold their connections: closing releases them.
+    let mut stdins = Vec::new();
     for child in &mut clients.0 {
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(b"go\n");
+            let _ = stdin.flush();
+            stdins.push(stdin);
         }
     }
-    let started = Instant::now();
-    thread::sleep(spec.duration / 2);
-    while_running();
-
-    let deadline = started + spec.duration + FINISH_SLACK;
-    let results = collect_lines(&rx, spec.clients, "result ", deadline);
+    if spec.hold.is_none() {
+        stdins.clear();
+    }
+    let go = Instant::now();
+    started();
+    // Results arriving before halfway (clients with a byte limit finish early) are
+    // kept; the look halfway through happens only while clients still run.
+    let mut results = vec![None; spec.clients];
+    if !collect_lines(&rx, &mut results, "result ", go + spec.duration / 2) {
+        while_running();
+    }
+    let deadline = go + spec.duration + FINISH_SLACK;
+    collect_lines(&rx, &mut results, "result ", deadline);
+    let results: Vec<String> = results.into_iter().flatten().collect();
+    if let Some(hold) = spec.hold {
+        if results.len() == spec.clients {
+            thread::sleep(hold);
+            held();
+        }
+        stdins.clear();
+    }
     let mut failed = Vec::new();
     for (i, child) in clients.0.iter_mut().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -236,6 +271,7 @@ pub fn run_random(
     latencies.sort_unstable();
     Ok(RandomResult {
         ops_per_s,
+        mib_per_s: ops_per_s * spec.request_size as f64 / (1u64 << 20) as f64,
         ops,
         p50_us: percentile(&latencies, 50.0),
         p99_us: percentile(&latencies, 99.0),
@@ -243,15 +279,15 @@ pub fn run_random(
     })
 }
 
-/// Lines starting with `prefix`, one per client, until each client sent one or the
-/// deadline passed (or every client's stdout closed).
+/// Fills `got` with lines starting with `prefix`, one per client, until each client
+/// sent one or the deadline passed (or every client's stdout closed). True if every
+/// client's line is in.
 fn collect_lines(
     rx: &mpsc::Receiver<(usize, String)>,
-    clients: usize,
+    got: &mut [Option<String>],
     prefix: &str,
     deadline: Instant,
-) -> Vec<String> {
-    let mut got: Vec<Option<String>> = vec![None; clients];
+) -> bool {
     while got.iter().any(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -260,7 +296,7 @@ fn collect_lines(
             Err(_) => break,
         }
     }
-    got.into_iter().flatten().collect()
+    got.iter().all(Option::is_some)
 }
 
 fn first_stderr(threads: Vec<thread::JoinHandle<String>>) -> String {

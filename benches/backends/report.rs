@@ -1,44 +1,49 @@
-//! The results: medians over repeated runs, their spread, ratios to the plain share;
-//! printed as tables and written as CSV.
+//! The results of one benchmark run: every run of every (workload, backend, clients)
+//! point with the repeat it belongs to, the summaries drawn from them (see
+//! estimate.rs), and the CSV files.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
+use crate::estimate::{self, Estimate, Verdict};
+
 /// The backend every ratio is taken against.
 pub const REFERENCE: &str = "plain";
-/// A median whose runs spread more than this ((max - min) / median) is flagged noisy.
-pub const NOISY_SPREAD: f64 = 0.10;
 
-/// One run of one workload on one backend.
-#[derive(Clone, Debug)]
+/// One run of one workload on one backend with some clients.
+#[derive(Clone, Debug, Default)]
 pub struct Run {
+    /// Which repeat it belongs to: runs of the same repeat are paired for ratios.
+    pub rep: usize,
     /// The workload's main number (MiB/s or ops/s): higher is better.
     pub value: f64,
     /// CPU time of smbd and its helpers per unit of work (s/GiB or µs/op).
     pub cpu: f64,
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
+    /// PSS of smbd and all its descendants: the highest sample during the run, MiB.
+    pub pss_peak_mib: Option<f64>,
+    /// The same, a while after the run with the clients still connected, MiB.
+    pub pss_after_mib: Option<f64>,
+    /// Processes in smbd's tree, and helpers among them, at the peak / after.
+    pub procs_peak: Option<f64>,
+    pub procs_after: Option<f64>,
+    pub helpers_after: Option<f64>,
 }
 
-/// What one backend gave for one workload.
-#[derive(Clone, Debug)]
-pub enum Cell {
-    Runs(Vec<Run>),
-    /// Did not run or failed; the reason is shown instead of numbers.
-    Unavailable(String),
-}
-
-/// A workload, as the table names it.
+/// A workload, as the tables name it.
 #[derive(Clone, Debug)]
 pub struct Workload {
-    /// Short name, for CSV and chart.
+    /// Short name, for CSV and charts.
     pub id: &'static str,
     pub title: String,
     pub unit: &'static str,
     pub cpu_unit: &'static str,
     /// Per-request latencies were measured.
     pub latency: bool,
+    /// Run with several client counts (a scaling curve).
+    pub scaling: bool,
 }
 
 /// A further measurement shown in its own section (helper memory, fork cost).
@@ -51,55 +56,83 @@ pub struct Extra {
     pub values: Vec<f64>,
 }
 
-/// Median, minimum and maximum of some runs.
-#[derive(Clone, Copy, Debug)]
-pub struct Summary {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    pub runs: usize,
+/// The numbers of a [`Run`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    Value,
+    Cpu,
+    P50,
+    P99,
+    PssPeak,
+    PssAfter,
+    ProcsPeak,
+    ProcsAfter,
+    HelpersAfter,
 }
 
-impl Summary {
-    pub fn of(values: &[f64]) -> Option<Summary> {
-        if values.is_empty() {
-            return None;
-        }
-        let mut sorted = values.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        let median = if n % 2 == 1 {
-            sorted[n / 2]
-        } else {
-            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-        };
-        Some(Summary {
-            median,
-            min: sorted[0],
-            max: sorted[n - 1],
-            runs: n,
-        })
-    }
+impl Metric {
+    pub const ALL: [Metric; 9] = [
+        Metric::Value,
+        Metric::Cpu,
+        Metric::P50,
+        Metric::P99,
+        Metric::PssPeak,
+        Metric::PssAfter,
+        Metric::ProcsPeak,
+        Metric::ProcsAfter,
+        Metric::HelpersAfter,
+    ];
 
-    /// (max - min) / median: 0 for a single run.
-    pub fn spread(&self) -> f64 {
-        if self.median > 0.0 {
-            (self.max - self.min) / self.median
-        } else {
-            0.0
+    pub fn of(self, run: &Run) -> Option<f64> {
+        match self {
+            Metric::Value => Some(run.value),
+            Metric::Cpu => Some(run.cpu),
+            Metric::P50 => run.p50_us,
+            Metric::P99 => run.p99_us,
+            Metric::PssPeak => run.pss_peak_mib,
+            Metric::PssAfter => run.pss_after_mib,
+            Metric::ProcsPeak => run.procs_peak,
+            Metric::ProcsAfter => run.procs_after,
+            Metric::HelpersAfter => run.helpers_after,
         }
     }
 
-    pub fn noisy(&self) -> bool {
-        self.spread() > NOISY_SPREAD
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Value => "value",
+            Metric::Cpu => "cpu",
+            Metric::P50 => "p50_us",
+            Metric::P99 => "p99_us",
+            Metric::PssPeak => "pss_peak_mib",
+            Metric::PssAfter => "pss_after_mib",
+            Metric::ProcsPeak => "procs_peak",
+            Metric::ProcsAfter => "procs_after",
+            Metric::HelpersAfter => "helpers_after",
+        }
     }
+
+    /// Throughput is better high; latency, CPU and memory low.
+    pub fn higher_is_better(self) -> bool {
+        self == Metric::Value
+    }
+}
+
+/// One figure of one point against the reference's.
+#[derive(Clone, Copy, Debug)]
+pub struct Comparison {
+    pub own: Estimate,
+    /// Paired ratios own / reference (none for the reference itself).
+    pub ratio: Option<Estimate>,
+    pub verdict: Option<Verdict>,
 }
 
 /// Everything measured in one benchmark run.
 pub struct Results {
     pub backends: Vec<&'static str>,
     pub workloads: Vec<Workload>,
-    cells: Vec<(&'static str, &'static str, Cell)>,
+    /// (workload, backend, clients) and its runs.
+    points: Vec<(&'static str, &'static str, usize, Vec<Run>)>,
+    unavailable: Vec<(&'static str, &'static str, String)>,
     pub extras: Vec<Extra>,
     /// Free-text lines printed after the tables (what was unavailable and why, etc.).
     pub notes: Vec<String>,
@@ -110,7 +143,8 @@ impl Results {
         Results {
             backends,
             workloads: Vec::new(),
-            cells: Vec::new(),
+            points: Vec::new(),
+            unavailable: Vec::new(),
             extras: Vec::new(),
             notes: Vec::new(),
         }
@@ -120,290 +154,228 @@ impl Results {
         self.workloads.push(workload);
     }
 
-    /// Adds a run; ignored if the cell is already unavailable.
-    pub fn add_run(&mut self, workload: &'static str, backend: &'static str, run: Run) {
-        match self.cell_mut(workload, backend) {
-            Some(Cell::Runs(runs)) => runs.push(run),
-            Some(Cell::Unavailable(_)) => {}
-            None => self.cells.push((workload, backend, Cell::Runs(vec![run]))),
+    pub fn workload(&self, id: &str) -> Option<&Workload> {
+        self.workloads.iter().find(|w| w.id == id)
+    }
+
+    /// Adds a run; ignored if the backend is unavailable for the workload.
+    pub fn add_run(
+        &mut self,
+        workload: &'static str,
+        backend: &'static str,
+        clients: usize,
+        run: Run,
+    ) {
+        if self.is_unavailable(workload, backend) {
+            return;
+        }
+        match self
+            .points
+            .iter_mut()
+            .find(|(w, b, c, _)| *w == workload && *b == backend && *c == clients)
+        {
+            Some((_, _, _, runs)) => runs.push(run),
+            None => self.points.push((workload, backend, clients, vec![run])),
         }
     }
 
-    /// Marks a cell unavailable (its runs so far are dropped: a backend that fails
-    /// once is not reported with the numbers of its lucky runs).
+    /// Marks a backend unavailable for a workload (its runs so far are dropped: a
+    /// backend that fails once is not reported with the numbers of its lucky runs).
     pub fn set_unavailable(&mut self, workload: &'static str, backend: &'static str, why: String) {
-        match self.cell_mut(workload, backend) {
-            Some(cell) => *cell = Cell::Unavailable(why),
-            None => self.cells.push((workload, backend, Cell::Unavailable(why))),
+        if self.is_unavailable(workload, backend) {
+            return;
         }
+        self.points
+            .retain(|(w, b, _, _)| !(*w == workload && *b == backend));
+        self.unavailable.push((workload, backend, why));
+    }
+
+    pub fn unavailable_reason(&self, workload: &str, backend: &str) -> Option<&str> {
+        self.unavailable
+            .iter()
+            .find(|(w, b, _)| *w == workload && *b == backend)
+            .map(|(_, _, why)| why.as_str())
     }
 
     pub fn is_unavailable(&self, workload: &str, backend: &str) -> bool {
-        matches!(self.cell(workload, backend), Some(Cell::Unavailable(_)))
+        self.unavailable_reason(workload, backend).is_some()
     }
 
-    pub fn cell(&self, workload: &str, backend: &str) -> Option<&Cell> {
-        self.cells
+    pub fn runs(&self, workload: &str, backend: &str, clients: usize) -> &[Run] {
+        self.points
             .iter()
-            .find(|(w, b, _)| *w == workload && *b == backend)
-            .map(|(_, _, c)| c)
+            .find(|(w, b, c, _)| *w == workload && *b == backend && *c == clients)
+            .map_or(&[], |(_, _, _, runs)| runs.as_slice())
     }
 
-    fn cell_mut(&mut self, workload: &str, backend: &str) -> Option<&mut Cell> {
-        self.cells
-            .iter_mut()
-            .find(|(w, b, _)| *w == workload && *b == backend)
-            .map(|(_, _, c)| c)
+    /// The client counts a workload was run with, ascending.
+    pub fn client_points(&self, workload: &str) -> Vec<usize> {
+        let mut points: Vec<usize> = self
+            .points
+            .iter()
+            .filter(|(w, _, _, _)| *w == workload)
+            .map(|(_, _, c, _)| *c)
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        points
     }
 
-    /// Summary of one metric of a cell.
-    pub fn summary(&self, workload: &str, backend: &str, metric: Metric) -> Option<Summary> {
-        let Some(Cell::Runs(runs)) = self.cell(workload, backend) else {
-            return None;
+    fn values(
+        &self,
+        workload: &str,
+        backend: &str,
+        clients: usize,
+        metric: Metric,
+    ) -> Vec<(usize, f64)> {
+        self.runs(workload, backend, clients)
+            .iter()
+            .filter_map(|r| Some((r.rep, metric.of(r)?)))
+            .collect()
+    }
+
+    /// The median, interval, paired ratio to plain and verdict of one figure.
+    pub fn compare(
+        &self,
+        workload: &str,
+        backend: &str,
+        clients: usize,
+        metric: Metric,
+    ) -> Option<Comparison> {
+        let own_values = self.values(workload, backend, clients, metric);
+        let seed = seed_of(workload, backend, clients, metric);
+        let own = Estimate::of(&plain(&own_values), seed)?;
+        if backend == REFERENCE {
+            return Some(Comparison {
+                own,
+                ratio: None,
+                verdict: None,
+            });
+        }
+        let ref_values = self.values(workload, REFERENCE, clients, metric);
+        let reference = Estimate::of(
+            &plain(&ref_values),
+            seed_of(workload, REFERENCE, clients, metric),
+        );
+        let ratios = estimate::paired_ratios(&own_values, &ref_values);
+        let ratio = Estimate::of(&ratios, seed ^ 0x5555);
+        let verdict = match (&reference, &ratio) {
+            (Some(r), Some(q)) => Some(estimate::verdict(&own, r, q, metric.higher_is_better())),
+            _ => None,
         };
-        let values: Vec<f64> = runs.iter().filter_map(|r| metric.of(r)).collect();
-        Summary::of(&values)
-    }
-
-    /// Median of `metric` divided by the plain share's median.
-    pub fn ratio(&self, workload: &str, backend: &str, metric: Metric) -> Option<f64> {
-        let own = self.summary(workload, backend, metric)?.median;
-        let reference = self.summary(workload, REFERENCE, metric)?.median;
-        (reference > 0.0).then(|| own / reference)
+        Some(Comparison {
+            own,
+            ratio,
+            verdict,
+        })
     }
 }
 
-/// The numbers of a [`Run`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Metric {
-    Value,
-    Cpu,
-    P50,
-    P99,
+fn plain(values: &[(usize, f64)]) -> Vec<f64> {
+    values.iter().map(|(_, v)| *v).collect()
 }
 
-impl Metric {
-    fn of(self, run: &Run) -> Option<f64> {
-        match self {
-            Metric::Value => Some(run.value),
-            Metric::Cpu => Some(run.cpu),
-            Metric::P50 => run.p50_us,
-            Metric::P99 => run.p99_us,
-        }
+/// A seed per figure, so that every figure's interval is reproducible on its own.
+fn seed_of(workload: &str, backend: &str, clients: usize, metric: Metric) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in workload
+        .bytes()
+        .chain(backend.bytes())
+        .chain(metric.name().bytes())
+        .chain(clients.to_le_bytes())
+    {
+        h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
     }
-
-    fn name(self) -> &'static str {
-        match self {
-            Metric::Value => "value",
-            Metric::Cpu => "cpu",
-            Metric::P50 => "p50_us",
-            Metric::P99 => "p99_us",
-        }
-    }
+    h
 }
 
-/// Median with a `!` when the runs behind it are noisy.
-fn fmt_median(s: &Summary) -> String {
-    let digits = match s.median.abs() {
-        m if m >= 100.0 => 0,
-        m if m >= 10.0 => 1,
-        _ => 2,
-    };
-    let flag = if s.noisy() { "!" } else { "" };
-    format!("{:.*}{flag}", digits, s.median)
-}
-
-fn fmt_ratio(r: Option<f64>) -> String {
-    r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}"))
-}
-
-/// The tables, as printed at the end of a run.
-pub fn render(results: &Results) -> String {
-    let mut out = String::new();
-    for workload in &results.workloads {
-        render_workload(&mut out, results, workload);
-    }
-    render_matrix(&mut out, results);
-    render_extras(&mut out, results);
-    let _ = writeln!(
-        out,
-        "\n! = noisy: the runs behind this median spread by more than {:.0}% \
-         ((max - min) / median); the spread column gives it for the main number.",
-        NOISY_SPREAD * 100.0
-    );
-    for note in &results.notes {
-        let _ = writeln!(out, "{note}");
-    }
-    out
-}
-
-fn render_workload(out: &mut String, results: &Results, w: &Workload) {
-    let _ = writeln!(out, "\n== {} ==", w.title);
-    let mut header = format!(
-        "{:<12} {:>10} {:>7} {:>7}",
-        "backend", w.unit, "xplain", "spread"
-    );
-    if w.latency {
-        let _ = write!(header, " {:>8} {:>8}", "p50 us", "p99 us");
-    }
-    let _ = write!(header, " {:>12} {:>7}", w.cpu_unit, "xplain");
-    let _ = writeln!(out, "{header}");
-    for backend in &results.backends {
-        let _ = write!(out, "{backend:<12}");
-        match results.cell(w.id, backend) {
-            None => {
-                let _ = writeln!(out, " (not run)");
-            }
-            Some(Cell::Unavailable(why)) => {
-                let _ = writeln!(out, " unavailable: {why}");
-            }
-            Some(Cell::Runs(_)) => {
-                let value = results.summary(w.id, backend, Metric::Value);
-                let cpu = results.summary(w.id, backend, Metric::Cpu);
-                let v = value.expect("a cell with runs has values");
-                let _ = write!(
-                    out,
-                    " {:>10} {:>7} {:>6.0}%",
-                    fmt_median(&v),
-                    fmt_ratio(results.ratio(w.id, backend, Metric::Value)),
-                    v.spread() * 100.0
-                );
-                if w.latency {
-                    for metric in [Metric::P50, Metric::P99] {
-                        let s = results.summary(w.id, backend, metric);
-                        let _ =
-                            write!(out, " {:>8}", s.map_or("-".to_string(), |s| fmt_median(&s)));
-                    }
-                }
-                let _ = writeln!(
-                    out,
-                    " {:>12} {:>7}",
-                    cpu.map_or("-".to_string(), |s| fmt_median(&s)),
-                    fmt_ratio(results.ratio(w.id, backend, Metric::Cpu))
-                );
-            }
-        }
-    }
-}
-
-/// Backend x workload: the main number's ratio to plain, one table for all.
-fn render_matrix(out: &mut String, results: &Results) {
-    let _ = writeln!(
-        out,
-        "\n== Ratio to plain (main number of each workload; higher is better) =="
-    );
-    let _ = write!(out, "{:<12}", "backend");
-    for w in &results.workloads {
-        let _ = write!(out, " {:>12}", w.id);
-    }
-    let _ = writeln!(out);
-    for backend in &results.backends {
-        let _ = write!(out, "{backend:<12}");
-        for w in &results.workloads {
-            let text = match results.cell(w.id, backend) {
-                Some(Cell::Unavailable(_)) => "n/a".to_string(),
-                _ => {
-                    let noisy = results
-                        .summary(w.id, backend, Metric::Value)
-                        .is_some_and(|s| s.noisy());
-                    let r = fmt_ratio(results.ratio(w.id, backend, Metric::Value));
-                    if noisy {
-                        format!("{r}!")
-                    } else {
-                        r
-                    }
-                }
-            };
-            let _ = write!(out, " {text:>12}");
-        }
-        let _ = writeln!(out);
-    }
-}
-
-fn render_extras(out: &mut String, results: &Results) {
-    let mut sections: Vec<&str> = Vec::new();
-    for e in &results.extras {
-        if !sections.contains(&e.section) {
-            sections.push(e.section);
-        }
-    }
-    for section in sections {
-        let _ = writeln!(out, "\n== {section} ==");
-        for e in results.extras.iter().filter(|e| e.section == section) {
-            let Some(s) = Summary::of(&e.values) else {
-                let _ = writeln!(out, "{:<12} {:<44} (none seen)", e.backend, e.metric);
-                continue;
-            };
-            let _ = writeln!(
-                out,
-                "{:<12} {:<44} {:>10} {:<6} (min {:.0}, max {:.0}, {} values)",
-                e.backend,
-                e.metric,
-                fmt_median(&s),
-                e.unit,
-                s.min,
-                s.max,
-                s.runs
-            );
-        }
-    }
-}
-
-/// One row per workload, backend and metric; then the extras.
+/// The summary CSV: one row per workload, backend, clients and metric; then the
+/// extras. Beside it `<stem>.runs.csv` holds every run.
 pub fn write_csv(results: &Results, path: &Path) -> std::io::Result<()> {
     let mut text = String::from(
-        "workload,backend,metric,unit,median,min,max,spread_pct,ratio_to_plain,noisy,runs,note\n",
+        "workload,backend,clients,metric,unit,median,min,max,ci95_lo,ci95_hi,ratio_to_plain,\
+         ratio_ci95_lo,ratio_ci95_hi,verdict,runs,note\n",
+    );
+    let mut runs = String::from(
+        "workload,backend,clients,rep,value,cpu,p50_us,p99_us,pss_peak_mib,pss_after_mib,\
+         procs_peak,procs_after,helpers_after\n",
     );
     for w in &results.workloads {
         for backend in &results.backends {
-            match results.cell(w.id, backend) {
-                None => {}
-                Some(Cell::Unavailable(why)) => {
+            if let Some(why) = results.unavailable_reason(w.id, backend) {
+                let _ = writeln!(
+                    text,
+                    "{},{backend},,value,{},,,,,,,,,,0,{}",
+                    w.id,
+                    csv_field(w.unit),
+                    csv_field(&format!("unavailable: {why}"))
+                );
+                continue;
+            }
+            for clients in results.client_points(w.id) {
+                for metric in Metric::ALL {
+                    let Some(c) = results.compare(w.id, backend, clients, metric) else {
+                        continue;
+                    };
+                    let unit = match metric {
+                        Metric::Value => w.unit,
+                        Metric::Cpu => w.cpu_unit,
+                        Metric::P50 | Metric::P99 => "us",
+                        Metric::PssPeak | Metric::PssAfter => "MiB",
+                        _ => "",
+                    };
+                    let (r, rlo, rhi) =
+                        c.ratio
+                            .map_or((String::new(), String::new(), String::new()), |r| {
+                                (
+                                    format!("{:.4}", r.median),
+                                    format!("{:.4}", r.lo),
+                                    format!("{:.4}", r.hi),
+                                )
+                            });
+                    let verdict = c.verdict.map_or("", |v| v.text(metric.higher_is_better()));
+                    let o = c.own;
                     let _ = writeln!(
                         text,
-                        "{},{backend},{},{},,,,,,,0,{}",
+                        "{},{backend},{clients},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{r},{rlo},{rhi},{},{},",
                         w.id,
-                        Metric::Value.name(),
-                        csv_field(w.unit),
-                        csv_field(&format!("unavailable: {why}"))
+                        metric.name(),
+                        csv_field(unit),
+                        o.median,
+                        o.min,
+                        o.max,
+                        o.lo,
+                        o.hi,
+                        csv_field(verdict),
+                        o.runs
                     );
                 }
-                Some(Cell::Runs(_)) => {
-                    for (metric, unit) in [
-                        (Metric::Value, w.unit),
-                        (Metric::P50, "us"),
-                        (Metric::P99, "us"),
-                        (Metric::Cpu, w.cpu_unit),
-                    ] {
-                        let Some(s) = results.summary(w.id, backend, metric) else {
-                            continue;
-                        };
-                        let ratio = results
-                            .ratio(w.id, backend, metric)
-                            .map_or(String::new(), |r| format!("{r:.4}"));
-                        let _ = writeln!(
-                            text,
-                            "{},{backend},{},{},{:.4},{:.4},{:.4},{:.1},{ratio},{},{},",
-                            w.id,
-                            metric.name(),
-                            csv_field(unit),
-                            s.median,
-                            s.min,
-                            s.max,
-                            s.spread() * 100.0,
-                            s.noisy(),
-                            s.runs
-                        );
-                    }
+                for run in results.runs(w.id, backend, clients) {
+                    let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
+                    let _ = writeln!(
+                        runs,
+                        "{},{backend},{clients},{},{:.4},{:.4},{},{},{},{},{},{},{}",
+                        w.id,
+                        run.rep,
+                        run.value,
+                        run.cpu,
+                        opt(run.p50_us),
+                        opt(run.p99_us),
+                        opt(run.pss_peak_mib),
+                        opt(run.pss_after_mib),
+                        opt(run.procs_peak),
+                        opt(run.procs_after),
+                        opt(run.helpers_after)
+                    );
                 }
             }
         }
     }
     for e in &results.extras {
-        if let Some(s) = Summary::of(&e.values) {
+        if let Some(s) = Estimate::of(&e.values, 1) {
             let _ = writeln!(
                 text,
-                "{},{},{},{},{:.4},{:.4},{:.4},{:.1},,{},{},",
+                "{},{},,{},{},{:.4},{:.4},{:.4},{:.4},{:.4},,,,,{},",
                 csv_field(e.section),
                 e.backend,
                 csv_field(&e.metric),
@@ -411,13 +383,20 @@ pub fn write_csv(results: &Results, path: &Path) -> std::io::Result<()> {
                 s.median,
                 s.min,
                 s.max,
-                s.spread() * 100.0,
-                s.noisy(),
+                s.lo,
+                s.hi,
                 s.runs
             );
         }
     }
-    fs::write(path, text)
+    fs::write(path, text)?;
+    fs::write(runs_csv_path(path), runs)
+}
+
+/// `bench.csv` → `bench.runs.csv`.
+pub fn runs_csv_path(path: &Path) -> std::path::PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("bench");
+    path.with_file_name(format!("{stem}.runs.csv"))
 }
 
 /// Quotes a CSV field when it holds a comma, quote or newline.

@@ -2,10 +2,11 @@
  * smbload: one client of many small SMB requests, over libsmbclient.
  *
  * Opens one existing file on a share and, after a start signal, issues requests of
- * one size at random aligned offsets for a fixed time, timing every call. The
- * benchmark (benches/backends/) starts several of these at once.
+ * one size at random aligned offsets (or one after the other) for a fixed time,
+ * timing every call. The benchmark (benches/backends/) starts several of these at once.
  *
- *   smbload [-c SMB_CONF] [-l LATENCY_FILE] URL USER PASSWORD MODE SIZE SECONDS SEED
+ *   smbload [-c SMB_CONF] [-l LATENCY_FILE] [-b BYTES] [-H] URL USER PASSWORD MODE SIZE
+ *           SECONDS SEED
  *
  *   -c SMB_CONF   client configuration to load instead of the host's smb.conf
  *   -l LATENCY_FILE
@@ -13,8 +14,14 @@
  *                 order, so the caller can merge all clients' latencies into one
  *                 median/p99 (and see the first request's, which may include a
  *                 helper fork)
+ *   -b BYTES      stop once this many bytes were moved (e.g. one whole-file read),
+ *                 or at SECONDS, whichever comes first
+ *   -H            hold: after the result line, keep the connection (and the open
+ *                 file) until one more line or EOF on stdin, so the caller can look
+ *                 at the server while clients are connected but idle
  *   URL           smb://127.0.0.1/share/file (the file must exist and be >= SIZE)
- *   MODE          randread | randwrite
+ *   MODE          randread | randwrite | seqread (seqread: consecutive requests from
+ *                 a random aligned start, wrapping at the end of the file)
  *   SIZE          bytes per request (e.g. 4096); offsets are multiples of SIZE
  *   SECONDS       how long to run once started (bounded: also at most MAX_OPS ops)
  *   SEED          random seed (each client should get its own)
@@ -24,6 +31,8 @@
  * connection setup is not timed. At the end prints one line:
  *
  *   result mode=randread ops=N errors=E seconds=S ops_per_s=X p50_us=A p99_us=B
+ *
+ * With -H a second line "released" follows once the caller let it go.
  *
  * Exit status: 0 all requests succeeded, 1 some failed, 2 setup failed.
  *
@@ -106,8 +115,8 @@ static uint32_t percentile(const uint32_t *sorted, size_t n, double p)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: smbload [-c SMB_CONF] [-l LATENCY_FILE] URL USER PASSWORD "
-                    "randread|randwrite SIZE SECONDS SEED\n");
+    fprintf(stderr, "usage: smbload [-c SMB_CONF] [-l LATENCY_FILE] [-b BYTES] [-H] URL USER "
+                    "PASSWORD randread|randwrite|seqread SIZE SECONDS SEED\n");
     exit(2);
 }
 
@@ -115,14 +124,22 @@ int main(int argc, char **argv)
 {
     const char *conf = NULL;
     const char *latency_file = NULL;
+    uint64_t max_bytes = 0;
+    int hold = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "c:l:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:l:b:H")) != -1) {
         switch (opt) {
         case 'c':
             conf = optarg;
             break;
         case 'l':
             latency_file = optarg;
+            break;
+        case 'b':
+            max_bytes = strtoull(optarg, NULL, 10);
+            break;
+        case 'H':
+            hold = 1;
             break;
         default:
             usage();
@@ -139,11 +156,14 @@ int main(int argc, char **argv)
     long size = strtol(arg[4], NULL, 10);
     double seconds = strtod(arg[5], NULL);
     uint64_t rng = strtoull(arg[6], NULL, 10) * 0x9E3779B97F4A7C15ULL + 1;
-    int writing;
+    int writing = 0;
+    int sequential = 0;
     if (strcmp(mode, "randread") == 0) {
         writing = 0;
     } else if (strcmp(mode, "randwrite") == 0) {
         writing = 1;
+    } else if (strcmp(mode, "seqread") == 0) {
+        sequential = 1;
     } else {
         usage();
     }
@@ -216,8 +236,18 @@ int main(int argc, char **argv)
     uint64_t start = now_ns();
     uint64_t end = start + (uint64_t)(seconds * 1e9);
     uint64_t t = start;
-    while (t < end && ops < MAX_OPS && errors < MAX_ERRORS) {
-        off_t offset = (off_t)(rng_next(&rng) % slots) * size;
+    uint64_t next_slot = rng_next(&rng) % slots;
+    uint64_t moved = 0;
+    while (t < end && ops < MAX_OPS && errors < MAX_ERRORS &&
+           (max_bytes == 0 || moved < max_bytes)) {
+        uint64_t slot;
+        if (sequential) {
+            slot = next_slot;
+            next_slot = (next_slot + 1) % slots;
+        } else {
+            slot = rng_next(&rng) % slots;
+        }
+        off_t offset = (off_t)slot * size;
         uint64_t t0 = now_ns();
         ssize_t n = -1;
         /* SEEK_SET only moves libsmbclient's own file offset: no request is sent. */
@@ -245,6 +275,7 @@ int main(int argc, char **argv)
         }
         uint64_t us = (t - t0) / 1000;
         lat[ops++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+        moved += (uint64_t)size;
     }
     double elapsed = (double)(t - start) / 1e9;
 
@@ -265,6 +296,12 @@ int main(int argc, char **argv)
            mode, ops, errors, elapsed, elapsed > 0 ? (double)ops / elapsed : 0.0,
            percentile(lat, ops, 50.0), percentile(lat, ops, 99.0));
     fflush(stdout);
+
+    if (hold) {
+        (void)fgets(line, sizeof(line), stdin);
+        printf("released\n");
+        fflush(stdout);
+    }
 
     smbc_getFunctionClose(ctx)(ctx, file);
     smbc_free_context(ctx, 1);
