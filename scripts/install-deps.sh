@@ -17,11 +17,10 @@ packages=(
 	python3-fusepy libfuse2 fuse # tests/clients/stallfs.py: the FUSE file system the stall tests hang reads and writes on
 	iproute2 util-linux procps psmisc # ip, unshare, ps, fuser: private namespaces for tests
 	debootstrap      # the root file systems of the other Samba releases the tests run
-	xfsprogs         # mkfs.xfs: tests/inline_writes.rs puts shares on XFS (RWF_NOWAIT writes)
+	xfsprogs         # mkfs.xfs: XFS shares in tests/inline_writes.rs and the benchmark (RWF_NOWAIT writes)
 	binutils         # objdump: tests/abi_binaries.rs reads each release's smbd
 	dpkg-dev man-db  # the Debian package (cargo-deb's dpkg-shlibdeps) and its man page test
 	fonts-dejavu-core # labels in the benchmark's PNG chart
-	xfsprogs         # mkfs.xfs: the benchmark's loop-mounted XFS share
 )
 
 missing=()
