@@ -470,6 +470,34 @@ fn a_write_to_a_file_with_a_stuck_write_waits_until_its_helper_has_exited() {
 }
 
 #[test]
+fn stuck_helpers_keep_their_place_under_max_helpers() {
+    let lp = Loop::new();
+    let data = pattern(4096, 12);
+    let file = temp_file(&data);
+    let cfg = Config {
+        max_helpers: 2,
+        ..config()
+    };
+    let pool = pool(&lp, cfg);
+    warm_up(&lp, &pool);
+    let scratch = temp_file(b"s");
+    let stuck = pretend_stuck_writing(&pool, scratch.as_raw_fd());
+
+    let mut bufs = vec![vec![0u8; 4096]; 4];
+    for (i, buf) in bufs.iter_mut().enumerate() {
+        submit(&pool, i + 1, Op::Read, file.as_raw_fd(), 0, buf);
+    }
+    let mut most = 0;
+    lp.run_until("four reads", LONG, || {
+        most = most.max(pool.helper_pids().len());
+        (1..=4).all(|r| outcome_of(r).is_some())
+    });
+    assert_eq!(most, 1, "one place of two is the stuck helper's");
+    assert!(bufs.iter().all(|b| *b == data));
+    signal(stuck, nix::sys::signal::Signal::SIGKILL);
+}
+
+#[test]
 fn past_max_queue_requests_go_to_the_next_module() {
     let lp = Loop::new();
     let file = temp_file(&pattern(4096, 9));
