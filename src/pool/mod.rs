@@ -272,54 +272,54 @@ impl Pool {
         self.inner.borrow_mut().stats.fallbacks += 1;
     }
 
-    /// Whether reads should first try the page cache (see `cached_read`).
-    pub fn inline_reads(&self) -> bool {
+    /// Whether a read or write on `fd` should first be tried in smbd without blocking
+    /// (see `vfs::nowait`): not in erratic mode (which exists to delay requests), nor a
+    /// write to a file where a stuck write may still land.
+    pub fn inline_allowed(&self, op: Op, fd: RawFd) -> bool {
         let inner = self.inner.borrow();
-        // Erratic mode exists to delay requests: it gets none served inline.
-        inner.cfg.inline_cached_reads && !inner.cfg.erratic_testing_mode
-    }
-
-    /// The file system cannot read without blocking: stop trying on this share.
-    pub fn disable_inline_reads(&self) {
-        tracing::debug!("file system does not support RWF_NOWAIT: reads all go to helpers");
-        self.inner.borrow_mut().cfg.inline_cached_reads = false;
-    }
-
-    /// Whether a write to `fd` should first be tried without blocking (see
-    /// `cached_write`): not where a stuck write to the same file may still land.
-    pub fn inline_write_allowed(&self, fd: RawFd) -> bool {
-        let inner = self.inner.borrow();
-        if !inner.cfg.inline_writes || inner.cfg.erratic_testing_mode {
+        if inner.cfg.erratic_testing_mode {
             return false;
         }
-        inner.ending.is_empty() || {
-            let file = FileId::of(fd);
-            file.is_some() && !inner.ending.iter().any(|e| e.writing == file)
+        match op {
+            Op::Read => inner.cfg.inline_cached_reads,
+            Op::Write => {
+                inner.cfg.inline_writes
+                    && (inner.ending.is_empty() || {
+                        let file = FileId::of(fd);
+                        file.is_some() && !inner.ending.iter().any(|e| e.writing == file)
+                    })
+            }
+            Op::Append | Op::Fsync => false,
         }
     }
 
-    /// The file system cannot write without blocking: stop trying on this share.
-    pub fn disable_inline_writes(&self) {
-        tracing::debug!("file system does not support RWF_NOWAIT writes: all go to helpers");
-        self.inner.borrow_mut().cfg.inline_writes = false;
+    /// The file system cannot do `op` without blocking: stop trying on this share.
+    pub fn disable_inline(&self, op: Op) {
+        tracing::debug!(
+            ?op,
+            "file system does not support RWF_NOWAIT: all go to helpers"
+        );
+        let mut inner = self.inner.borrow_mut();
+        match op {
+            Op::Read => inner.cfg.inline_cached_reads = false,
+            _ => inner.cfg.inline_writes = false,
+        }
     }
 
-    /// Counts a write done whole in smbd.
-    pub fn note_inline_write(&self, bytes: usize, took: std::time::Duration) {
+    /// Counts a read or write done whole in smbd.
+    pub fn note_inline(&self, op: Op, bytes: usize, took: std::time::Duration) {
         let mut inner = self.inner.borrow_mut();
-        inner.stats.pwrites += 1;
-        inner.stats.pwrite_bytes += bytes as u64;
-        inner.stats.inline_pwrites += 1;
-        inner.stats.latency.record_us(took.as_micros() as u64);
-    }
-
-    /// Counts a read served whole from the page cache.
-    pub fn note_inline_read(&self, bytes: usize, took: std::time::Duration) {
-        let mut inner = self.inner.borrow_mut();
-        inner.stats.preads += 1;
-        inner.stats.pread_bytes += bytes as u64;
-        inner.stats.inline_preads += 1;
-        inner.stats.latency.record_us(took.as_micros() as u64);
+        let stats = &mut inner.stats;
+        if op == Op::Read {
+            stats.preads += 1;
+            stats.pread_bytes += bytes as u64;
+            stats.inline_preads += 1;
+        } else {
+            stats.pwrites += 1;
+            stats.pwrite_bytes += bytes as u64;
+            stats.inline_pwrites += 1;
+        }
+        stats.latency.record_us(took.as_micros() as u64);
     }
 
     /// An id for a job about to be submitted (the request keeps it for `forget`).

@@ -9,8 +9,7 @@ use crate::abi::samba::api;
 use crate::parent::credentials::Credentials;
 use crate::pool::{Action, Job, JobId, Pool};
 use crate::protocol::Op;
-use crate::vfs::cached_read::{self, CachedRead};
-use crate::vfs::cached_write::{self, CachedWrite};
+use crate::vfs::nowait::{self, NoWait};
 use std::ffi::c_void;
 use std::rc::Rc;
 use std::{mem, ptr};
@@ -137,47 +136,14 @@ unsafe fn start(req: *mut ffi::tevent_req) {
             let _ = ffi::tevent_req_post(req, state.ev);
             return;
         }
-        let mut done = 0;
-        if state.op == Op::Read && state.len <= INLINE_MAX && pool.inline_reads() {
-            let started = std::time::Instant::now();
-            // SAFETY: smbd's read buffer of state.len bytes, alive as long as the request.
-            let buf = std::slice::from_raw_parts_mut(state.data, state.len);
-            match cached_read::try_read(fd, buf, state.offset) {
-                CachedRead::All(n) => {
-                    let took = started.elapsed();
-                    pool.note_inline_read(n, took);
-                    set_result(req, n as isize, 0, took.as_nanos() as u64);
-                    ffi::aio_fork_req_done(req);
-                    let _ = ffi::tevent_req_post(req, state.ev);
-                    return;
-                }
-                CachedRead::Part(n) => done = n,
-                CachedRead::None => {}
-                CachedRead::Unsupported => pool.disable_inline_reads(),
+        let done = if append {
+            0
+        } else {
+            match try_inline(req, fd, &pool) {
+                Some(done) => done,
+                None => return, // done whole
             }
-        }
-        if state.op == Op::Write
-            && !append
-            && state.len <= INLINE_MAX
-            && pool.inline_write_allowed(fd)
-        {
-            let started = std::time::Instant::now();
-            // SAFETY: smbd's write buffer of state.len bytes, alive as long as the request.
-            let buf = std::slice::from_raw_parts(state.data, state.len);
-            match cached_write::try_write(fd, buf, state.offset) {
-                CachedWrite::All(n) => {
-                    let took = started.elapsed();
-                    pool.note_inline_write(n, took);
-                    set_result(req, n as isize, 0, took.as_nanos() as u64);
-                    ffi::aio_fork_req_done(req);
-                    let _ = ffi::tevent_req_post(req, state.ev);
-                    return;
-                }
-                CachedWrite::Part(n) => done = n,
-                CachedWrite::None => {}
-                CachedWrite::Unsupported => pool.disable_inline_writes(),
-            }
-        }
+        };
         let op = if append { Op::Append } else { state.op };
         let job = Job::new(req, op, fd, state.offset, state.len, state.data, done);
         let creds = match Credentials::of_this_thread() {
@@ -194,6 +160,50 @@ unsafe fn start(req: *mut ffi::tevent_req) {
         let id = pool.new_job_id();
         state_of(req).job = Some(id);
         pool.submit(id, job, creds);
+    }
+}
+
+/// Tries a read or write in smbd without blocking (see `nowait`), if the share does: `None`
+/// when that did it whole (the request is then complete), else how many bytes it did.
+unsafe fn try_inline(req: *mut ffi::tevent_req, fd: libc::c_int, pool: &Pool) -> Option<usize> {
+    // SAFETY: per this function's contract: a live request made by `send` (state: ReqState).
+    unsafe {
+        let state = state_of(req);
+        if state.op == Op::Fsync || state.len > INLINE_MAX || !pool.inline_allowed(state.op, fd) {
+            return Some(0);
+        }
+        let started = std::time::Instant::now();
+        let outcome = if state.op == Op::Read {
+            // SAFETY: smbd's read buffer of state.len bytes, alive as long as the request.
+            nowait::try_read(
+                fd,
+                std::slice::from_raw_parts_mut(state.data, state.len),
+                state.offset,
+            )
+        } else {
+            // SAFETY: smbd's write buffer of state.len bytes, alive as long as the request.
+            nowait::try_write(
+                fd,
+                std::slice::from_raw_parts(state.data, state.len),
+                state.offset,
+            )
+        };
+        match outcome {
+            NoWait::All(n) => {
+                let took = started.elapsed();
+                pool.note_inline(state.op, n, took);
+                set_result(req, n as isize, 0, took.as_nanos() as u64);
+                ffi::aio_fork_req_done(req);
+                let _ = ffi::tevent_req_post(req, state.ev);
+                None
+            }
+            NoWait::Part(n) => Some(n),
+            NoWait::None => Some(0),
+            NoWait::Unsupported => {
+                pool.disable_inline(state.op);
+                Some(0)
+            }
+        }
     }
 }
 
