@@ -11,28 +11,25 @@ Writes the content each file must finally have to --expect-dir (the test compare
 server's files with it). Prints one JSON summary line; exits 1 on any wrong byte.
 """
 
-import argparse
 import hashlib
 import json
 import os
 import sys
 import threading
 
-from samba import NTSTATUSError, credentials
-from samba.samba3 import libsmb_samba_internal as libsmb
-from samba.samba3 import param
+from samba import NTSTATUSError
+
+import smbconn
+from smbconn import FILE_OPEN, FILE_OVERWRITE_IF, SYNCHRONIZE
 
 KIB = 1024
 MIB = 1024 * KIB
 # smbd refuses a read larger than its max read size (8 MiB).
 MAX_READ = 8 * MIB
 SIZES = [4095, 64 * KIB + 1, MIB + 3, 3 * MIB + 1, 8 * MIB, 200 * KIB]
-READ_DATA = 0x1
-WRITE_DATA = 0x2
-SYNCHRONIZE = 0x100000
-SHARE_ALL = 0x7
-FILE_OPEN = 1
-FILE_OVERWRITE_IF = 5
+READ_DATA = smbconn.FILE_READ_DATA
+WRITE_DATA = smbconn.FILE_WRITE_DATA
+SHARE_ALL = smbconn.FILE_SHARE_ALL
 
 
 def pattern(tag, thread, rnd, size):
@@ -43,13 +40,7 @@ def pattern(tag, thread, rnd, size):
 class Client:
     def __init__(self, args):
         self.args = args
-        lp = param.get_context()
-        lp.load(args.conf)
-        creds = credentials.Credentials()
-        creds.guess(lp)
-        creds.set_username(args.user)
-        creds.set_password(args.password)
-        self.conn = libsmb.Conn(args.host, args.share, lp, creds, multi_threaded=True)
+        self.conn = smbconn.connect(args, multi_threaded=True)
         self.conn.settimeout(120 * 1000)
         self.seeds = {}
         for name in sorted(os.listdir(args.seed_dir)):
@@ -133,12 +124,7 @@ class Client:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--share", required=True)
-    parser.add_argument("--user", required=True)
-    parser.add_argument("--password", required=True)
-    parser.add_argument("--conf", required=True)
+    parser = smbconn.parser(__doc__)
     parser.add_argument("--tag", required=True, help="makes this client's data its own")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=6)

@@ -20,34 +20,21 @@ seconds, like the test's own clock. Exits 0 whatever the statuses were: judging 
 is the test's job.
 """
 
-import argparse
 import hashlib
 import os
 import sys
 import threading
 import time
 
-from samba import NTSTATUSError, credentials, ntstatus
-from samba.samba3 import libsmb_samba_internal as libsmb
-from samba.samba3 import param
+from samba import NTSTATUSError
 
-READ_DATA = 0x1
-WRITE_DATA = 0x2
-SYNCHRONIZE = 0x100000
-SHARE_ALL = 0x7
-FILE_OPEN = 1
-FILE_OVERWRITE_IF = 5
+import smbconn
+from smbconn import FILE_OPEN, FILE_OVERWRITE_IF, SYNCHRONIZE, status_name
 
-STATUS_NAMES = {
-    value & 0xFFFFFFFF: name
-    for name, value in vars(ntstatus).items()
-    if name.startswith("NT_STATUS_") and isinstance(value, int)
-}
+READ_DATA = smbconn.FILE_READ_DATA
+WRITE_DATA = smbconn.FILE_WRITE_DATA
+SHARE_ALL = smbconn.FILE_SHARE_ALL
 
-
-def status_name(err):
-    code = err.args[0] & 0xFFFFFFFF if err.args else 0
-    return STATUS_NAMES.get(code, "0x%08X" % code)
 
 
 def pattern(tag, size):
@@ -98,13 +85,7 @@ class Call:
 class Client:
     def __init__(self, args):
         self.args = args
-        lp = param.get_context()
-        lp.load(args.conf)
-        creds = credentials.Credentials()
-        creds.guess(lp)
-        creds.set_username(args.user)
-        creds.set_password(args.password)
-        self.conn = libsmb.Conn(args.host, args.share, lp, creds, multi_threaded=True)
+        self.conn = smbconn.connect(args, multi_threaded=True)
         # Far beyond any bound of the test: the test, not the library, gives up.
         self.conn.settimeout(300 * 1000)
 
@@ -397,13 +378,8 @@ def case_close(args):
 
 
 def main():
-    p = argparse.ArgumentParser()
+    p = smbconn.parser(__doc__)
     p.add_argument("case", choices=["read", "write", "close"])
-    p.add_argument("--conf", required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--share", required=True)
-    p.add_argument("--user", required=True)
-    p.add_argument("--password", required=True)
     p.add_argument("--ctl", required=True)
     p.add_argument("--file", required=True)
     p.add_argument("--fs-name", required=True)
