@@ -253,6 +253,16 @@ def case_read(args):
     )
 
 
+# The module gives a killed helper 1 s to exit before it counts it as stuck in the
+# kernel; the stall is held a little longer than that after the client's answer, so
+# that the helper blocked in this file system is seen as stuck.
+EXIT_GRACE_HOLD = 2.0
+
+
+def hold_past_exit_grace(answered_at):
+    time.sleep(max(0.0, answered_at + EXIT_GRACE_HOLD - now()))
+
+
 def case_write(args):
     c = Client(args)
     backing = os.path.join(args.backing, args.fs_name)
@@ -269,6 +279,7 @@ def case_write(args):
         x_secs = xw.secs()
         y_waited = "-"
         if mode == "after":
+            hold_past_exit_grace(xw.end or now())
             put_ctl(args, "release-write", "")
             release_t = now()
             xw.wait(now() + 15)
@@ -283,6 +294,7 @@ def case_write(args):
             # the helper that had X is gone, so that Y lands last.
             yw = Call(lambda: c.write_all(fnum, y))
             time.sleep(1.0)
+            hold_past_exit_grace(xw.end or now())
             y_waited = int(yw.end is None)
             put_ctl(args, "release-write", "")
             release_t = now()
@@ -332,16 +344,6 @@ def case_write(args):
         drop_ctl(args, "hold-write")
         if os.path.exists(ctl(args, "held-write")):
             put_ctl(args, "release-write", "")
-
-
-# The module gives a killed helper 1 s to exit before it counts it as stuck in the
-# kernel; the stall is held a little longer than that after the client's answer, so
-# that the helper blocked in this file system is seen as stuck.
-EXIT_GRACE_HOLD = 1.5
-
-
-def hold_past_exit_grace(answered_at):
-    time.sleep(max(0.0, answered_at + EXIT_GRACE_HOLD - now()))
 
 
 def case_close(args):
