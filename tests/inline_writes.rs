@@ -13,7 +13,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use common::images;
 use common::namespace::{run_in_namespace, NsContext};
 use common::python;
 use common::run;
+use common::setid;
 use common::smbd::SmbdBuilder;
 use common::stats;
 use common::users::{self, User};
@@ -33,10 +34,6 @@ const WRITES: usize = 256;
 const WRITES_SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/clients/random_writes.py"
-);
-const SETID_SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/clients/privileges_client.py"
 );
 /// Share, its module, and whether it lives on XFS.
 const SHARES: [(&str, bool, bool); 4] = [
@@ -105,7 +102,11 @@ fn inline_writes(ctx: &NsContext) {
             problems.push(format!("{share} differs from plain_ext4: {e}"));
         }
     }
-    problems.extend(set_id_bits_cleared(&smbd, &alice));
+    problems.extend(setid::user_writes_clear_set_id_bits(
+        &smbd,
+        &alice,
+        &["plain_xfs", "aio_xfs"],
+    ));
 
     smbd.wait_idle(TIMEOUT);
     for (share, _, xfs) in SHARES.into_iter().filter(|(_, aio, _)| *aio) {
@@ -135,44 +136,6 @@ fn inline_writes(ctx: &NsContext) {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-}
-
-/// Alice's write at offset 100 into a root-owned mode-6777 file on each XFS share: both
-/// set-id bits must be cleared, as on the plain share.
-fn set_id_bits_cleared(smbd: &common::smbd::Smbd, alice: &User) -> Vec<String> {
-    let mut modes = Vec::new();
-    let mut problems = Vec::new();
-    for share in ["plain_xfs", "aio_xfs"] {
-        let file = smbd.share_path(share).join("setid.bin");
-        fs::write(&file, vec![7u8; 4096]).expect("seed file");
-        fs::read(&file).expect("cache file");
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o6777)).expect("chmod 6777");
-        let out = run::run(
-            client(alice, share, &smbd.conf, SETID_SCRIPT).args(["--file", "setid.bin"]),
-            TIMEOUT,
-        );
-        let mode = fs::metadata(&file).expect("stat").mode() & 0o7777;
-        let content = fs::read(&file).expect("read back");
-        println!(
-            "{share}: write at offset 100 as {}: {} -> mode {mode:o}",
-            alice.name,
-            out.stdout.trim()
-        );
-        if out.stdout.trim() != "OK" || &content[100..117] != b"written by a user" {
-            problems.push(format!(
-                "{share}: the write did not land:\n{}",
-                out.describe()
-            ));
-        }
-        modes.push(mode);
-    }
-    if modes[0] != modes[1] || modes[1] & 0o6000 != 0 {
-        problems.push(format!(
-            "set-id bits after a user's write on XFS: plain {:o}, aio {:o} (both must be cleared)",
-            modes[0], modes[1]
-        ));
-    }
-    problems
 }
 
 fn client(alice: &User, share: &str, conf: &Path, script: &str) -> std::process::Command {

@@ -21,7 +21,6 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,16 +35,13 @@ use common::namespace::{run_in_namespace, NsContext};
 use common::procs;
 use common::python;
 use common::run;
+use common::setid;
 use common::smbd::{Smbd, SmbdBuilder};
 use common::stats;
 use common::users::{self, User};
 
 const MIB: u64 = 1 << 20;
 const TIMEOUT: Duration = Duration::from_secs(120);
-const CLIENT_SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/clients/privileges_client.py"
-);
 const SHARES: [&str; 2] = ["plain", "aio"];
 
 #[test]
@@ -106,46 +102,7 @@ fn kernel_rules(ctx: &NsContext) {
     let mut problems = Vec::new();
 
     // Set-id bits on a user's write.
-    let mut modes = Vec::new();
-    for share in SHARES {
-        let dir = smbd.share_path(share);
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).expect("chmod share");
-        let file = dir.join("setid.bin");
-        fs::write(&file, vec![7u8; 4096]).expect("seed file");
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o6777)).expect("chmod 6777");
-        let out = run::run(
-            python::command(Path::new(CLIENT_SCRIPT))
-                .args(["--share", share, "--user", &alice.name])
-                .args(["--password", &alice.password, "--file", "setid.bin"])
-                .arg("--conf")
-                .arg(&smbd.conf),
-            TIMEOUT,
-        );
-        let mode = fs::metadata(&file).expect("stat").mode() & 0o7777;
-        let content = fs::read(&file).expect("read back");
-        println!(
-            "{share}: write at offset 100 as {}: {} -> mode {mode:o}, {} bytes",
-            alice.name,
-            out.stdout.trim(),
-            content.len()
-        );
-        if out.stdout.trim() != "OK"
-            || content.len() != 4096
-            || &content[100..117] != b"written by a user"
-        {
-            problems.push(format!(
-                "{share}: the write did not land:\n{}",
-                out.describe()
-            ));
-        }
-        modes.push(mode);
-    }
-    if modes[0] != modes[1] || modes[1] & 0o6000 != 0 {
-        problems.push(format!(
-            "set-id bits after a user's write: plain {:o}, aio {:o} (both must be cleared)",
-            modes[0], modes[1]
-        ));
-    }
+    problems.extend(setid::user_writes_clear_set_id_bits(&smbd, &alice, &SHARES));
 
     // Root's reserved blocks.
     let source = ctx.workdir.join("big.bin");

@@ -20,9 +20,11 @@ import json
 import sys
 import time
 
-from samba import NTSTATUSError, credentials, ntstatus
+from samba import NTSTATUSError, credentials
 from samba.samba3 import libsmb_samba_internal as libsmb
 from samba.samba3 import param
+
+from smbconn import status_name
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -43,16 +45,6 @@ FILE_OVERWRITE_IF = 5
 FILE_DIRECTORY_FILE = 0x1
 FILE_NON_DIRECTORY_FILE = 0x40
 
-STATUS_NAMES = {
-    value & 0xFFFFFFFF: name
-    for name, value in vars(ntstatus).items()
-    if name.startswith("NT_STATUS_") and isinstance(value, int)
-}
-
-
-def status_name(err):
-    code = err.args[0] & 0xFFFFFFFF if err.args else 0
-    return STATUS_NAMES.get(code, "0x%08X" % code)
 
 
 def pattern(size, seed):

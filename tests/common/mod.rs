@@ -15,6 +15,7 @@
 //! - [`stats`]: parses the module's `aio_fork stats ...` log lines.
 //! - [`data`]: pseudo-random files and byte-for-byte comparison.
 //! - [`images`]: loop-mounted file systems (ext4, XFS) for shares.
+//! - [`setid`]: a user's write into a root-owned set-id file, as on a plain share.
 //! - [`users`]: extra Unix users (namespace-private /etc/passwd) and SMB users.
 //! - [`python`]: clients on Samba's Python bindings (odd requests, concurrency).
 //! - [`cluster`]: a two-node clustered Samba (two ctdbd, two smbd) on one machine.
@@ -35,6 +36,7 @@ pub mod procs;
 pub mod python;
 pub mod run;
 pub mod samba_root;
+pub mod setid;
 pub mod smbd;
 pub mod stats;
 pub mod tools;
