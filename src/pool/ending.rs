@@ -27,11 +27,25 @@ pub struct FileId {
 }
 
 impl FileId {
+    /// The file open as `fd`, from the kernel's own inode: with AT_STATX_DONT_SYNC, a
+    /// network or FUSE file system is not asked to revalidate attributes, so this never
+    /// waits for a backend, hung or not (it runs on smbd's loop for every write).
     pub fn of(fd: RawFd) -> Option<FileId> {
-        let st = nix::sys::stat::fstat(fd).ok()?;
-        Some(FileId {
-            dev: st.st_dev,
-            ino: st.st_ino,
+        // SAFETY: an all-zero statx is a valid value of this plain C struct.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: statx of the descriptor itself (empty path) into a struct we own.
+        let r = unsafe {
+            libc::statx(
+                fd,
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+                libc::STATX_INO,
+                &mut stx,
+            )
+        };
+        (r == 0).then(|| FileId {
+            dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+            ino: stx.stx_ino,
         })
     }
 }
@@ -97,10 +111,20 @@ impl PoolInner {
     /// writing: it must wait for that helper's exit, or its data could end up under the
     /// older write's.
     pub(super) fn held_behind_stuck_write(&self, id: JobId) -> bool {
-        let Some(file) = self.jobs.get(&id).and_then(|j| j.file) else {
-            return false;
-        };
-        self.ending.iter().any(|e| e.writing == Some(file))
+        self.jobs
+            .get(&id)
+            .is_some_and(|j| self.stuck_write_to(j.file))
+    }
+
+    /// Whether an ended helper may still be writing `file` (`None`: unknown, taken as no).
+    pub(super) fn stuck_write_to(&self, file: Option<FileId>) -> bool {
+        file.is_some() && self.ending.iter().any(|e| e.writing == file)
+    }
+
+    /// Counts the ended helpers that outlived their grace, for the stats.
+    fn note_stuck(&mut self) {
+        let stuck = self.ending.iter().filter(|e| e.stuck).count();
+        self.stats.note_stuck(stuck);
     }
 
     /// Ends helpers busy with one piece of a request for longer than `request timeout`
@@ -208,8 +232,7 @@ impl PoolInner {
                 self.queue.push_front(id);
             }
         }
-        let stuck = self.ending.iter().filter(|e| e.stuck).count();
-        self.stats.note_stuck(stuck);
+        self.note_stuck();
         self.pump();
         self.arm_timer();
     }
@@ -234,8 +257,7 @@ impl PoolInner {
         for id in failed {
             self.fail_timed_out(id);
         }
-        let stuck = self.ending.iter().filter(|e| e.stuck).count();
-        self.stats.note_stuck(stuck);
+        self.note_stuck();
     }
 
     pub(super) fn fail_timed_out(&mut self, id: JobId) {
@@ -243,5 +265,24 @@ impl PoolInner {
             self.stats.timeouts += 1;
         }
         self.fail(id, libc::EIO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileId;
+    use crate::test_util::temp_file;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_file_is_named_alike_through_any_descriptor() {
+        let file = temp_file(b"x");
+        let again = std::fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+        let other = temp_file(b"y");
+        let id = FileId::of(file.as_raw_fd());
+        assert!(id.is_some());
+        assert_eq!(id, FileId::of(again.as_raw_fd()));
+        assert_ne!(id, FileId::of(other.as_raw_fd()));
+        assert_eq!(FileId::of(-1), None);
     }
 }

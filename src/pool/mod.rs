@@ -282,11 +282,12 @@ impl Pool {
         }
         match op {
             Op::Read => inner.cfg.inline_cached_reads,
+            // A file that cannot be named is not written inline while any write is stuck.
             Op::Write => {
                 inner.cfg.inline_writes
                     && (inner.ending.is_empty() || {
                         let file = FileId::of(fd);
-                        file.is_some() && !inner.ending.iter().any(|e| e.writing == file)
+                        file.is_some() && !inner.stuck_write_to(file)
                     })
             }
             Op::Append | Op::Fsync => false,
