@@ -272,6 +272,12 @@ impl Pool {
         self.inner.borrow_mut().stats.fallbacks += 1;
     }
 
+    /// Whether the pool hears its helpers on `ev` (a request waited for on another tevent
+    /// context would never complete).
+    pub fn hears_on(&self, ev: *mut ffi::tevent_context) -> bool {
+        self.inner.borrow().ev == ev
+    }
+
     /// Whether a read or write on `fd` should first be tried in smbd without blocking
     /// (see `vfs::nowait`): not in erratic mode (which exists to delay requests), nor a
     /// write to a file where a stuck write may still land.
