@@ -39,7 +39,7 @@ impl Op {
     }
 }
 
-/// Request flag: sleep 1-20 ms before the I/O (`vfs_aio_fork:erratic_testing_mode`).
+/// Request flag: sleep 5-24 ms before the I/O (`vfs_aio_fork:erratic_testing_mode`).
 pub const FLAG_ERRATIC: u32 = 1;
 
 #[repr(C)]

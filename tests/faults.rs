@@ -528,7 +528,7 @@ fn client_killed(ctx: &NsContext) {
         "client_killed",
         started,
         format!(
-            "{CLIENT_KILLS} gets of 256 MiB through the erratic share (1-20 ms per request), \
+            "{CLIENT_KILLS} gets of 256 MiB through the erratic share (5-24 ms per request), \
              each followed by an 8 MiB+3 put + get on a new connection; smb2.compound_async"
         ),
         format!(

@@ -147,7 +147,7 @@ fn serve(req: &Request, fd: libc::c_int, buf: &mut [u8], rng: &mut Rng) -> Reply
         duration_ns: 0,
     };
     if req.flags & FLAG_ERRATIC != 0 {
-        sleep_ms(1 + rng.next() % 20);
+        sleep_ms(rng.erratic_delay_ms());
     }
     let start = now_ns();
     let len = req.len as usize;
@@ -244,7 +244,18 @@ impl Rng {
         self.0 = x;
         x
     }
+
+    /// 5-24 ms. smbd answers a request still running after 0.5 ms with an interim
+    /// (async) response, and tevent rounds that timer up to a whole millisecond; a
+    /// helper reply that lands inside that window races the timer. Five ms or more
+    /// makes every erratic request one the client sees go async, as the delay intends.
+    fn erratic_delay_ms(&mut self) -> u64 {
+        ERRATIC_MIN_MS + self.next() % ERRATIC_SPREAD_MS
+    }
 }
+
+const ERRATIC_MIN_MS: u64 = 5;
+const ERRATIC_SPREAD_MS: u64 = 20;
 
 #[cfg(test)]
 mod tests {
@@ -256,6 +267,15 @@ mod tests {
         _: &super::super::sandbox::Filter<{ super::super::sandbox::HELPER_LEN }>,
     ) -> Result<(), libc::c_int> {
         Err(libc::EINVAL)
+    }
+
+    /// Every erratic delay is past smbd's interim-response window and spans 5-24 ms.
+    #[test]
+    fn erratic_delays_stay_in_their_range() {
+        let mut rng = Rng::seeded();
+        let delays: Vec<u64> = (0..10_000).map(|_| rng.erratic_delay_ms()).collect();
+        assert_eq!(delays.iter().min(), Some(&5));
+        assert_eq!(delays.iter().max(), Some(&24));
     }
 
     /// A helper whose filter the kernel refused does not serve: it exits with SANDBOX.

@@ -43,7 +43,7 @@ pub struct SmbdBuilder {
 
 impl SmbdBuilder {
     /// The standard shares: `plain` (no VFS module), `aio` (`vfs objects = aio_fork`)
-    /// and `aio_erratic` (aio_fork with the random 1-20 ms helper delay).
+    /// and `aio_erratic` (aio_fork with the random 5-24 ms helper delay).
     pub fn new(dir: &Path) -> Self {
         SmbdBuilder::without_shares(dir)
             .share("plain", &[])
