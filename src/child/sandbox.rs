@@ -35,7 +35,6 @@ const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
 
 /// What the helper loop calls (see `helper`): socket I/O, file I/O on passed fds (write:
 /// appends), close, the erratic-mode sleep, the clock, and exiting.
-#[cfg(target_arch = "x86_64")]
 const HELPER_CALLS: [libc::c_long; 17] = [
     libc::SYS_recvmsg,
     libc::SYS_write,
@@ -49,31 +48,19 @@ const HELPER_CALLS: [libc::c_long; 17] = [
     libc::SYS_nanosleep,
     libc::SYS_clock_nanosleep,
     libc::SYS_clock_gettime,
-    libc::SYS_gettimeofday,
+    SYS_GETTIMEOFDAY,
     libc::SYS_exit,
     libc::SYS_exit_group,
     libc::SYS_rt_sigreturn,
     libc::SYS_restart_syscall,
 ];
+
+/// x86_64's vDSO clock may fall back to the gettimeofday syscall. aarch64 has no such
+/// syscall: clock_gettime stands in, so both lists have one shape.
+#[cfg(target_arch = "x86_64")]
+const SYS_GETTIMEOFDAY: libc::c_long = libc::SYS_gettimeofday;
 #[cfg(target_arch = "aarch64")]
-const HELPER_CALLS: [libc::c_long; 16] = [
-    libc::SYS_recvmsg,
-    libc::SYS_write,
-    libc::SYS_sendto,
-    libc::SYS_sendmsg,
-    libc::SYS_pread64,
-    libc::SYS_pwrite64,
-    libc::SYS_fsync,
-    libc::SYS_fdatasync,
-    libc::SYS_close,
-    libc::SYS_nanosleep,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_clock_gettime,
-    libc::SYS_exit,
-    libc::SYS_exit_group,
-    libc::SYS_rt_sigreturn,
-    libc::SYS_restart_syscall,
-];
+const SYS_GETTIMEOFDAY: libc::c_long = libc::SYS_clock_gettime;
 
 /// What the zygote calls to make a helper (socketpair, sealed memfd, mapping, fork,
 /// pidfd), to reap and end its children, and what a new helper calls before its own
