@@ -111,53 +111,38 @@ unsafe fn send(args: SendArgs) -> *mut ffi::tevent_req {
     })
 }
 
-pub unsafe extern "C" fn pread_send(
-    handle: *mut ffi::vfs_handle_struct,
-    mem_ctx: *mut c_void,
-    ev: *mut ffi::tevent_context,
-    fsp: *mut ffi::files_struct,
-    data: *mut c_void,
-    n: usize,
-    offset: libc::off_t,
-) -> *mut ffi::tevent_req {
-    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
-    unsafe {
-        send(SendArgs {
-            op: Op::Read,
-            handle,
-            mem_ctx,
-            ev,
-            fsp,
-            data: data as *mut u8,
-            len: n,
-            offset,
-        })
-    }
+/// A data-moving `*_send` entry point: pread's buffer is written, pwrite's only read;
+/// both go to the pool the same way.
+macro_rules! io_send {
+    ($name:ident, $op:expr, $data:ty) => {
+        pub unsafe extern "C" fn $name(
+            handle: *mut ffi::vfs_handle_struct,
+            mem_ctx: *mut c_void,
+            ev: *mut ffi::tevent_context,
+            fsp: *mut ffi::files_struct,
+            data: $data,
+            n: usize,
+            offset: libc::off_t,
+        ) -> *mut ffi::tevent_req {
+            // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
+            unsafe {
+                send(SendArgs {
+                    op: $op,
+                    handle,
+                    mem_ctx,
+                    ev,
+                    fsp,
+                    data: data as *mut u8,
+                    len: n,
+                    offset,
+                })
+            }
+        }
+    };
 }
 
-pub unsafe extern "C" fn pwrite_send(
-    handle: *mut ffi::vfs_handle_struct,
-    mem_ctx: *mut c_void,
-    ev: *mut ffi::tevent_context,
-    fsp: *mut ffi::files_struct,
-    data: *const c_void,
-    n: usize,
-    offset: libc::off_t,
-) -> *mut ffi::tevent_req {
-    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
-    unsafe {
-        send(SendArgs {
-            op: Op::Write,
-            handle,
-            mem_ctx,
-            ev,
-            fsp,
-            data: data as *mut u8,
-            len: n,
-            offset,
-        })
-    }
-}
+io_send!(pread_send, Op::Read, *mut c_void);
+io_send!(pwrite_send, Op::Write, *const c_void);
 
 pub unsafe extern "C" fn fsync_send(
     handle: *mut ffi::vfs_handle_struct,
@@ -190,21 +175,22 @@ unsafe fn recv(req: *mut ffi::tevent_req, aio: *mut ffi::vfs_aio_state) -> isize
     })
 }
 
-pub unsafe extern "C" fn pread_recv(
-    req: *mut ffi::tevent_req,
-    aio: *mut ffi::vfs_aio_state,
-) -> libc::ssize_t {
-    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
-    unsafe { recv(req, aio) }
+/// A `*_recv` entry point returning bytes moved. pread and pwrite each need their own
+/// function: the table check (`vfs::table`) finds slots by function address.
+macro_rules! io_recv {
+    ($name:ident) => {
+        pub unsafe extern "C" fn $name(
+            req: *mut ffi::tevent_req,
+            aio: *mut ffi::vfs_aio_state,
+        ) -> libc::ssize_t {
+            // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
+            unsafe { recv(req, aio) }
+        }
+    };
 }
 
-pub unsafe extern "C" fn pwrite_recv(
-    req: *mut ffi::tevent_req,
-    aio: *mut ffi::vfs_aio_state,
-) -> libc::ssize_t {
-    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
-    unsafe { recv(req, aio) }
-}
+io_recv!(pread_recv);
+io_recv!(pwrite_recv);
 
 pub unsafe extern "C" fn fsync_recv(
     req: *mut ffi::tevent_req,
