@@ -127,6 +127,31 @@ fn pool(lp: &Loop, cfg: Config) -> Rc<Pool> {
     )
 }
 
+/// What most tests start from: a loop of their own, a pool on it, and a file of
+/// `pattern` bytes (`data`).
+struct Fixture {
+    // Before `lp`: fields drop in order, and the pool's events must go before their
+    // tevent context.
+    pool: Rc<Pool>,
+    lp: Loop,
+    data: Vec<u8>,
+    file: std::fs::File,
+}
+
+impl Fixture {
+    fn new(cfg: Config, len: usize, seed: u8) -> Fixture {
+        let lp = Loop::new();
+        let data = pattern(len, seed);
+        let file = temp_file(&data);
+        Fixture {
+            pool: pool(&lp, cfg),
+            lp,
+            data,
+            file,
+        }
+    }
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -191,31 +216,28 @@ const LONG: Duration = Duration::from_secs(20);
 
 #[test]
 fn reads_and_writes_larger_than_the_buffer_go_in_pieces() {
-    let lp = Loop::new();
-    let data = pattern(2 * BUFFER_SIZE + 12345, 1);
-    let mut file = temp_file(&data);
-    let pool = pool(&lp, config());
+    let mut t = Fixture::new(config(), 2 * BUFFER_SIZE + 12345, 1);
 
-    let mut back = vec![0u8; data.len() + 100]; // asks past EOF: a short read
-    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
-    lp.run_until("the read", LONG, || outcome_of(1).is_some());
-    let expected = served(1, data.len() as isize);
+    let mut back = vec![0u8; t.data.len() + 100]; // asks past EOF: a short read
+    submit(&t.pool, 1, Op::Read, t.file.as_raw_fd(), 0, &mut back);
+    t.lp.run_until("the read", LONG, || outcome_of(1).is_some());
+    let expected = served(1, t.data.len() as isize);
     assert_eq!(outcome_of(1), Some(expected));
-    assert!(back[..data.len()] == data[..], "read data differs");
+    assert!(back[..t.data.len()] == t.data[..], "read data differs");
 
     let mut new = pattern(BUFFER_SIZE + 3, 7);
-    submit(&pool, 2, Op::Write, file.as_raw_fd(), 5, &mut new);
-    lp.run_until("the write", LONG, || outcome_of(2).is_some());
+    submit(&t.pool, 2, Op::Write, t.file.as_raw_fd(), 5, &mut new);
+    t.lp.run_until("the write", LONG, || outcome_of(2).is_some());
     let expected = served(2, new.len() as isize);
     assert_eq!(outcome_of(2), Some(expected));
     let mut on_disk = Vec::new();
-    file.rewind().unwrap();
-    file.read_to_end(&mut on_disk).unwrap();
+    t.file.rewind().unwrap();
+    t.file.read_to_end(&mut on_disk).unwrap();
     assert!(on_disk[5..5 + new.len()] == new[..], "written data differs");
 
-    let stats = pool.stats();
+    let stats = t.pool.stats();
     assert_eq!((stats.preads, stats.pwrites), (1, 1));
-    assert_eq!(stats.pread_bytes, data.len() as u64);
+    assert_eq!(stats.pread_bytes, t.data.len() as u64);
     assert_eq!(stats.pwrite_bytes, new.len() as u64);
     assert_eq!(stats.latency.count(), 2);
     assert!(stats.latency.percentile_us(99.0) > 0);
@@ -241,58 +263,53 @@ fn errors_come_back_as_errno() {
 
 #[test]
 fn a_killed_helper_costs_nothing_the_request_is_retried() {
-    let lp = Loop::new();
-    let data = pattern(100_000, 3);
-    let file = temp_file(&data);
-    let pool = pool(
-        &lp,
+    let t = Fixture::new(
         Config {
             min_helpers: 1,
             ..config()
         },
+        100_000,
+        3,
     );
-    let victim = stop_first_helper(&lp, &pool);
+    let victim = stop_first_helper(&t.lp, &t.pool);
 
-    let mut back = vec![0u8; data.len()];
-    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
+    let mut back = vec![0u8; t.data.len()];
+    submit(&t.pool, 1, Op::Read, t.file.as_raw_fd(), 0, &mut back);
     signal(victim, nix::sys::signal::Signal::SIGKILL);
-    lp.run_until("the retried read", LONG, || outcome_of(1).is_some());
+    t.lp.run_until("the retried read", LONG, || outcome_of(1).is_some());
 
-    assert_eq!(outcome_of(1), Some(served(1, data.len() as isize)));
-    assert!(back == data);
-    let stats = pool.stats();
+    assert_eq!(outcome_of(1), Some(served(1, t.data.len() as isize)));
+    assert!(back == t.data);
+    let stats = t.pool.stats();
     assert_eq!((stats.retries, stats.helper_deaths), (1, 1));
-    assert!(!pool.helper_pids().contains(&victim));
+    assert!(!t.pool.helper_pids().contains(&victim));
     assert!(gone_soon(victim), "victim not reaped");
 }
 
 #[test]
 fn a_hung_helper_is_replaced_after_the_request_timeout() {
-    let lp = Loop::new();
-    let data = pattern(4096, 5);
-    let file = temp_file(&data);
     let cfg = Config {
         min_helpers: 1,
         request_timeout: Duration::from_secs(1),
         ..config()
     };
-    let pool = pool(&lp, cfg);
-    let hung = stop_first_helper(&lp, &pool);
+    let t = Fixture::new(cfg, 4096, 5);
+    let hung = stop_first_helper(&t.lp, &t.pool);
 
     let started = Instant::now();
-    let mut back = vec![0u8; data.len()];
-    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
-    lp.run_until("the read", LONG, || outcome_of(1).is_some());
+    let mut back = vec![0u8; t.data.len()];
+    submit(&t.pool, 1, Op::Read, t.file.as_raw_fd(), 0, &mut back);
+    t.lp.run_until("the read", LONG, || outcome_of(1).is_some());
     let took = started.elapsed();
 
     assert_eq!(outcome_of(1), Some(served(1, 4096)));
-    assert!(back == data);
+    assert!(back == t.data);
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(5),
         "took {took:?}"
     );
-    assert_eq!(pool.stats().hung, 1);
-    assert!(!pool.helper_pids().contains(&hung));
+    assert_eq!(t.pool.stats().hung, 1);
+    assert!(!t.pool.helper_pids().contains(&hung));
 }
 
 /// An EIO completion, as a request that timed out gets.
@@ -306,8 +323,6 @@ fn timed_out(req: usize) -> Outcome {
 
 #[test]
 fn with_timeout_action_fail_a_hung_request_and_those_queued_behind_it_fail_with_eio() {
-    let lp = Loop::new();
-    let file = temp_file(&pattern(4096, 6));
     let cfg = Config {
         max_helpers: 1,
         min_helpers: 1,
@@ -315,15 +330,15 @@ fn with_timeout_action_fail_a_hung_request_and_those_queued_behind_it_fail_with_
         timeout_action: crate::config::TimeoutAction::Fail,
         ..config()
     };
-    let pool = pool(&lp, cfg);
-    let hung = stop_first_helper(&lp, &pool);
+    let t = Fixture::new(cfg, 4096, 6);
+    let hung = stop_first_helper(&t.lp, &t.pool);
 
     let started = Instant::now();
     let mut bufs = vec![vec![0u8; 100]; 2];
     for (i, buf) in bufs.iter_mut().enumerate() {
-        submit(&pool, i + 1, Op::Write, file.as_raw_fd(), 0, buf);
+        submit(&t.pool, i + 1, Op::Write, t.file.as_raw_fd(), 0, buf);
     }
-    lp.run_until("both writes", LONG, || outcome_of(2).is_some());
+    t.lp.run_until("both writes", LONG, || outcome_of(2).is_some());
     let took = started.elapsed();
 
     assert_eq!(
@@ -334,43 +349,44 @@ fn with_timeout_action_fail_a_hung_request_and_those_queued_behind_it_fail_with_
         took >= Duration::from_secs(1) && took < Duration::from_secs(3),
         "took {took:?}"
     );
-    let stats = pool.stats();
+    let stats = t.pool.stats();
     assert_eq!((stats.hung, stats.timeouts, stats.retries), (1, 2, 0));
     assert!(gone_soon(hung), "the hung helper was not ended");
 }
 
 #[test]
 fn a_zygote_that_does_not_answer_never_holds_the_event_loop() {
-    let lp = Loop::new();
-    let data = pattern(4096, 8);
-    let file = temp_file(&data);
     let cfg = Config {
         max_helpers: 2,
         ..config()
     };
-    let pool = pool(&lp, cfg);
-    let helper = stop_first_helper(&lp, &pool);
-    let zygote = pool.inner.borrow().crews[0].zygote.as_ref().unwrap().pid();
+    let t = Fixture::new(cfg, 4096, 8);
+    let helper = stop_first_helper(&t.lp, &t.pool);
+    let zygote = t.pool.inner.borrow().crews[0]
+        .zygote
+        .as_ref()
+        .unwrap()
+        .pid();
     signal(zygote, nix::sys::signal::Signal::SIGSTOP);
 
     // The first read goes to the stopped helper; the second needs a new one.
     let mut bufs = vec![vec![0u8; 4096]; 2];
     let started = Instant::now();
     for (i, buf) in bufs.iter_mut().enumerate() {
-        submit(&pool, i + 1, Op::Read, file.as_raw_fd(), 0, buf);
+        submit(&t.pool, i + 1, Op::Read, t.file.as_raw_fd(), 0, buf);
     }
     let submitting = started.elapsed();
     let mut longest_turn = Duration::ZERO;
     let mut last = Instant::now();
-    lp.run_until("the zygote given up", LONG, || {
+    t.lp.run_until("the zygote given up", LONG, || {
         longest_turn = longest_turn.max(last.elapsed());
         last = Instant::now();
-        pool.inner.borrow().crews[0].zygote.is_none()
+        t.pool.inner.borrow().crews[0].zygote.is_none()
     });
     let gave_up = started.elapsed();
     signal(zygote, nix::sys::signal::Signal::SIGCONT);
     signal(helper, nix::sys::signal::Signal::SIGCONT);
-    lp.run_until("both reads", LONG, || outcome_of(2).is_some());
+    t.lp.run_until("both reads", LONG, || outcome_of(2).is_some());
 
     assert!(
         submitting < Duration::from_millis(100),
@@ -388,33 +404,30 @@ fn a_zygote_that_does_not_answer_never_holds_the_event_loop() {
         (outcome_of(1), outcome_of(2)),
         (Some(served(1, 4096)), Some(served(2, 4096)))
     );
-    assert!(bufs.iter().all(|b| *b == data));
+    assert!(bufs.iter().all(|b| *b == t.data));
 }
 
 #[test]
 fn an_idle_helper_gives_its_buffer_pages_back() {
-    let lp = Loop::new();
-    let data = pattern(4 << 20, 3);
-    let file = temp_file(&data);
-    let pool = pool(&lp, config());
-    let mut back = vec![0u8; data.len()];
-    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
-    lp.run_until("the read", LONG, || outcome_of(1).is_some());
-    assert!(back == data);
+    let t = Fixture::new(config(), 4 << 20, 3);
+    let mut back = vec![0u8; t.data.len()];
+    submit(&t.pool, 1, Op::Read, t.file.as_raw_fd(), 0, &mut back);
+    t.lp.run_until("the read", LONG, || outcome_of(1).is_some());
+    assert!(back == t.data);
     let resident = || {
-        let mut inner = pool.inner.borrow_mut();
+        let mut inner = t.pool.inner.borrow_mut();
         crate::test_util::resident_pages(inner.helpers[0].process.buffer())
     };
     assert_eq!(resident(), 1024, "the read went through the buffer");
     let idle = Instant::now();
-    lp.run_until("the buffer released", LONG, || resident() == 0);
+    t.lp.run_until("the buffer released", LONG, || resident() == 0);
     let took = idle.elapsed();
     assert!(
         took >= RELEASE_BUFFER_AFTER - Duration::from_millis(50) && took < Duration::from_secs(3),
         "released after {took:?}"
     );
     // Only the idle timeout's cull is left to wake up for.
-    let due = pool.inner.borrow().timer.as_ref().map(|t| t.due());
+    let due = t.pool.inner.borrow().timer.as_ref().map(|t| t.due());
     assert!(
         due.is_some_and(|d| d > Instant::now() + Duration::from_secs(20)),
         "timer due {due:?}"
@@ -471,57 +484,52 @@ fn a_write_to_a_file_with_a_stuck_write_waits_until_its_helper_has_exited() {
 
 #[test]
 fn stuck_helpers_keep_their_place_under_max_helpers() {
-    let lp = Loop::new();
-    let data = pattern(4096, 12);
-    let file = temp_file(&data);
     let cfg = Config {
         max_helpers: 2,
         ..config()
     };
-    let pool = pool(&lp, cfg);
-    warm_up(&lp, &pool);
+    let t = Fixture::new(cfg, 4096, 12);
+    warm_up(&t.lp, &t.pool);
     let scratch = temp_file(b"s");
-    let stuck = pretend_stuck_writing(&pool, scratch.as_raw_fd());
+    let stuck = pretend_stuck_writing(&t.pool, scratch.as_raw_fd());
 
     let mut bufs = vec![vec![0u8; 4096]; 4];
     for (i, buf) in bufs.iter_mut().enumerate() {
-        submit(&pool, i + 1, Op::Read, file.as_raw_fd(), 0, buf);
+        submit(&t.pool, i + 1, Op::Read, t.file.as_raw_fd(), 0, buf);
     }
     let mut most = 0;
-    lp.run_until("four reads", LONG, || {
-        most = most.max(pool.helper_pids().len());
+    t.lp.run_until("four reads", LONG, || {
+        most = most.max(t.pool.helper_pids().len());
         (1..=4).all(|r| outcome_of(r).is_some())
     });
     assert_eq!(most, 1, "one place of two is the stuck helper's");
-    assert!(bufs.iter().all(|b| *b == data));
+    assert!(bufs.iter().all(|b| *b == t.data));
     signal(stuck, nix::sys::signal::Signal::SIGKILL);
 }
 
 #[test]
 fn past_max_queue_requests_go_to_the_next_module() {
-    let lp = Loop::new();
-    let file = temp_file(&pattern(4096, 9));
     let cfg = Config {
         max_helpers: 1,
         min_helpers: 1,
         max_queue: 1,
         ..config()
     };
-    let pool = pool(&lp, cfg);
-    let only = stop_first_helper(&lp, &pool);
+    let t = Fixture::new(cfg, 4096, 9);
+    let only = stop_first_helper(&t.lp, &t.pool);
 
     let mut bufs = vec![vec![0u8; 100]; 3];
     for (i, buf) in bufs.iter_mut().enumerate() {
-        submit(&pool, i + 1, Op::Read, file.as_raw_fd(), 0, buf);
+        submit(&t.pool, i + 1, Op::Read, t.file.as_raw_fd(), 0, buf);
     }
     // The first runs (stopped), the second waits, the third overflows at once.
     assert_eq!(outcome_of(3), Some(Outcome::Fallback { req: 3, done: 0 }));
     assert_eq!((outcome_of(1), outcome_of(2)), (None, None));
 
     signal(only, nix::sys::signal::Signal::SIGCONT);
-    lp.run_until("the queued reads", LONG, || outcome_of(2).is_some());
+    t.lp.run_until("the queued reads", LONG, || outcome_of(2).is_some());
     assert_eq!(outcome_of(1), Some(served(1, 100)));
-    let stats = pool.stats();
+    let stats = t.pool.stats();
     assert_eq!(
         (stats.queue_overflows, stats.fallbacks, stats.queue_max),
         (1, 1, 1)
@@ -546,65 +554,65 @@ fn when_no_helper_can_be_forked_the_next_module_serves() {
 
 #[test]
 fn idle_helpers_above_min_are_culled_and_the_pool_still_serves() {
-    let lp = Loop::new();
-    let data = pattern(4096, 2);
-    let file = temp_file(&data);
     let cfg = Config {
         min_helpers: 1,
         max_helpers: 3,
         idle_timeout: Duration::from_secs(1),
         ..config()
     };
-    let pool = pool(&lp, cfg);
+    let t = Fixture::new(cfg, 4096, 2);
     // Stop the first helper so that the next requests need more helpers.
-    let first = stop_first_helper(&lp, &pool);
+    let first = stop_first_helper(&t.lp, &t.pool);
     let mut bufs = vec![vec![0u8; 4096]; 3];
     for (i, buf) in bufs.iter_mut().enumerate() {
-        submit(&pool, i + 1, Op::Read, file.as_raw_fd(), 0, buf);
+        submit(&t.pool, i + 1, Op::Read, t.file.as_raw_fd(), 0, buf);
     }
-    lp.run_until("two more helpers", LONG, || pool.helper_pids().len() == 3);
+    t.lp.run_until("two more helpers", LONG, || t.pool.helper_pids().len() == 3);
     signal(first, nix::sys::signal::Signal::SIGCONT);
-    lp.run_until("three reads", LONG, || {
+    t.lp.run_until("three reads", LONG, || {
         (1..=3).all(|r| outcome_of(r).is_some())
     });
 
-    lp.run_until("culling down to min", LONG, || {
-        pool.helper_pids().len() == 1
+    t.lp.run_until("culling down to min", LONG, || {
+        t.pool.helper_pids().len() == 1
     });
-    assert_eq!(pool.stats().culled, 2);
+    assert_eq!(t.pool.stats().culled, 2);
     // No timer runs forever once at the minimum.
-    assert!(pool.inner.borrow().timer.is_none());
+    assert!(t.pool.inner.borrow().timer.is_none());
 
     let mut again = vec![0u8; 4096];
-    submit(&pool, 4, Op::Read, file.as_raw_fd(), 0, &mut again);
-    lp.run_until("a read after culling", LONG, || outcome_of(4).is_some());
-    assert!(again == data);
+    submit(&t.pool, 4, Op::Read, t.file.as_raw_fd(), 0, &mut again);
+    t.lp.run_until("a read after culling", LONG, || outcome_of(4).is_some());
+    assert!(again == t.data);
 }
 
 #[test]
 fn a_freed_request_is_never_completed_and_its_helper_comes_back() {
-    let lp = Loop::new();
-    let file = temp_file(&pattern(4096, 4));
-    let pool = pool(
-        &lp,
+    let t = Fixture::new(
         Config {
             min_helpers: 1,
             max_helpers: 1,
             ..config()
         },
+        4096,
+        4,
     );
-    let only = stop_first_helper(&lp, &pool);
+    let only = stop_first_helper(&t.lp, &t.pool);
     let mut buf = vec![0u8; 4096];
-    let job = submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut buf);
-    pool.forget(job, 1 as *mut ffi::tevent_req);
+    let job = submit(&t.pool, 1, Op::Read, t.file.as_raw_fd(), 0, &mut buf);
+    t.pool.forget(job, 1 as *mut ffi::tevent_req);
     drop(buf); // smbd freed the buffer with the request
     signal(only, nix::sys::signal::Signal::SIGCONT);
 
     let mut next = vec![0u8; 10];
-    submit(&pool, 2, Op::Read, file.as_raw_fd(), 0, &mut next);
-    lp.run_until("the next read", LONG, || outcome_of(2).is_some());
+    submit(&t.pool, 2, Op::Read, t.file.as_raw_fd(), 0, &mut next);
+    t.lp.run_until("the next read", LONG, || outcome_of(2).is_some());
     assert_eq!(outcome_of(1), None);
-    assert_eq!(pool.helper_pids(), vec![only], "the same helper serves on");
+    assert_eq!(
+        t.pool.helper_pids(),
+        vec![only],
+        "the same helper serves on"
+    );
 }
 
 #[test]
@@ -731,28 +739,26 @@ fn requests_of_two_users_run_on_helpers_of_each_user() {
 /// the first) goes on, on a new helper, without waiting for any other event.
 #[test]
 fn a_piece_that_cannot_be_sent_is_resent_at_once() {
-    let lp = Loop::new();
-    let data = pattern(2 * BUFFER_SIZE, 6);
-    let file = temp_file(&data);
-    let pool = pool(
-        &lp,
+    let t = Fixture::new(
         Config {
             max_helpers: 1,
             ..config()
         },
+        2 * BUFFER_SIZE,
+        6,
     );
-    warm_up(&lp, &pool);
-    let only = pool.helper_pids()[0];
-    let mut back = vec![0u8; data.len()];
-    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut back);
+    warm_up(&t.lp, &t.pool);
+    let only = t.pool.helper_pids()[0];
+    let mut back = vec![0u8; t.data.len()];
+    submit(&t.pool, 1, Op::Read, t.file.as_raw_fd(), 0, &mut back);
     // The loop does not run: the helper's answer to the first piece waits in its socket.
     std::thread::sleep(Duration::from_millis(500));
     signal(only, nix::sys::signal::Signal::SIGKILL);
     assert!(gone_soon(only));
-    lp.run_until("the read, on a new helper", Duration::from_secs(5), || {
+    t.lp.run_until("the read, on a new helper", Duration::from_secs(5), || {
         outcome_of(1).is_some()
     });
-    assert_eq!(outcome_of(1), Some(served(1, data.len() as isize)));
-    assert!(back == data);
-    assert_ne!(pool.helper_pids(), vec![only]);
+    assert_eq!(outcome_of(1), Some(served(1, t.data.len() as isize)));
+    assert!(back == t.data);
+    assert_ne!(t.pool.helper_pids(), vec![only]);
 }
