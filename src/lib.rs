@@ -6,9 +6,11 @@
 //! - `abi/`: the edge to smbd's C (bindgen types, smbd functions resolved at load time,
 //!   the panic boundary, the log bridge);
 //! - `vfs/`: the VFS entry points and their function table per VFS interface, the tevent
-//!   requests behind them, reads and writes served from the page cache in smbd;
-//! - `pool/`: the helper pool of one share connection (scheduling, policy, process
-//!   start-up, timed-out helpers, tevent events, counters, latency percentiles);
+//!   requests behind them;
+//! - `pool/`: the helper pool of one share connection (`Pool::submit`, the one way in:
+//!   done at once in smbd from the page cache, queued for a helper, or the next module's;
+//!   scheduling, policy, process start-up, timed-out helpers, tevent events, counters,
+//!   latency percentiles);
 //! - `parent/`: what runs in smbd to start, talk to, end and reap the module's processes;
 //! - `child/`: what runs in those processes (the helper program `src/bin/aio_fork_helper.rs`:
 //!   its zygote, the helpers, their credentials and sandbox), under the rules stated there;

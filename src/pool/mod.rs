@@ -1,5 +1,8 @@
 //! The helper pool of one share connection (parent side).
 //!
+//! A request enters through `submit`, which answers it at once when the page cache can
+//! (`nowait`), queues it for a helper, or hands it to the next module.
+//!
 //! Requests ("jobs") wait in a FIFO queue until a helper is free; the pool starts helpers up
 //! to `max helpers`, ends idle ones after `idle timeout` (keeping `min helpers`), and
 //! retries a request whose helper died on another helper.
@@ -24,9 +27,11 @@ mod crew;
 mod ending;
 mod events;
 pub mod latency;
+mod nowait;
 mod policy;
 mod spawning;
 pub mod stats;
+mod submit;
 
 use crate::abi::ffi;
 use crate::config::Config;
@@ -47,6 +52,7 @@ use std::os::fd::RawFd;
 use std::ptr;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
+pub use submit::{Spec, Submitted};
 
 /// A request whose helper died this many times is handed to the next module instead.
 pub const MAX_HELPER_DEATHS: u32 = 3;
@@ -265,99 +271,6 @@ impl Pool {
     pub fn helper_pids(&self) -> Vec<i32> {
         let inner = self.inner.borrow();
         inner.helpers.iter().map(|h| h.process.pid()).collect()
-    }
-
-    /// Counts a request handed to the next module without entering the pool.
-    pub fn note_fallback(&self) {
-        self.inner.borrow_mut().stats.fallbacks += 1;
-    }
-
-    /// Whether the pool hears its helpers on `ev` (a request waited for on another tevent
-    /// context would never complete).
-    pub fn hears_on(&self, ev: *mut ffi::tevent_context) -> bool {
-        self.inner.borrow().ev == ev
-    }
-
-    /// Whether a read or write on `fd` should first be tried in smbd without blocking
-    /// (see `vfs::nowait`): not in erratic mode (which exists to delay requests), nor a
-    /// write to a file where a stuck write may still land.
-    pub fn inline_allowed(&self, op: Op, fd: RawFd) -> bool {
-        let inner = self.inner.borrow();
-        if inner.cfg.erratic_testing_mode {
-            return false;
-        }
-        match op {
-            Op::Read => inner.cfg.inline_cached_reads,
-            // A file that cannot be named is not written inline while any write is stuck.
-            Op::Write => {
-                inner.cfg.inline_writes
-                    && (inner.ending.is_empty() || {
-                        let file = FileId::of(fd);
-                        file.is_some() && !inner.stuck_write_to(file)
-                    })
-            }
-            Op::Append | Op::Fsync => false,
-        }
-    }
-
-    /// The file system cannot do `op` without blocking: stop trying on this share.
-    pub fn disable_inline(&self, op: Op) {
-        tracing::debug!(
-            ?op,
-            "file system does not support RWF_NOWAIT: all go to helpers"
-        );
-        let mut inner = self.inner.borrow_mut();
-        match op {
-            Op::Read => inner.cfg.inline_cached_reads = false,
-            _ => inner.cfg.inline_writes = false,
-        }
-    }
-
-    /// Counts a read or write done whole in smbd.
-    pub fn note_inline(&self, op: Op, bytes: usize, took: std::time::Duration) {
-        let mut inner = self.inner.borrow_mut();
-        let stats = &mut inner.stats;
-        if op == Op::Read {
-            stats.preads += 1;
-            stats.pread_bytes += bytes as u64;
-            stats.inline_preads += 1;
-        } else {
-            stats.pwrites += 1;
-            stats.pwrite_bytes += bytes as u64;
-            stats.inline_pwrites += 1;
-        }
-        stats.latency.record_us(took.as_micros() as u64);
-    }
-
-    /// An id for a job about to be submitted (the request keeps it for `forget`).
-    pub fn new_job_id(&self) -> JobId {
-        let mut inner = self.inner.borrow_mut();
-        inner.ids.next_job()
-    }
-
-    /// Queues a job and starts what can start. `creds` are the calling thread's: a zygote
-    /// for them, if the job needs one, is started now, as that user.
-    pub fn submit(&self, id: JobId, mut job: Job, creds: Credentials) {
-        {
-            let mut inner = self.inner.borrow_mut();
-            let crew = inner.crew_for(creds);
-            job.crew = crew;
-            inner.jobs.insert(id, job);
-            inner.queue.push_back(id);
-            inner.ensure_zygote(crew);
-            inner.ensure_min(crew);
-            inner.pump();
-            if inner.queue.len() > inner.cfg.max_queue as usize {
-                // Backpressure: past `max queue`, the newest request goes to the next module.
-                inner.queue.pop_back();
-                inner.stats.queue_overflows += 1;
-                inner.fall_back(id);
-            }
-            let waiting = inner.queue.len();
-            inner.stats.note_queue_len(waiting);
-            inner.arm_timer();
-        }
-        self.run_completions();
     }
 
     /// smbd freed the request of `job`: never touch it or its buffer again.

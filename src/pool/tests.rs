@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::config::Config;
-use crate::parent::credentials::Credentials;
 use crate::test_util::temp_file;
 use std::cell::RefCell;
 use std::io::{Read, Seek};
@@ -158,23 +157,50 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// Submits a job; `tag` stands for the tevent request (the pool never dereferences it).
-fn submit(pool: &Pool, tag: usize, op: Op, fd: RawFd, offset: i64, buf: &mut [u8]) -> JobId {
-    let id = pool.new_job_id();
-    pool.submit(
-        id,
-        Job::new(
-            tag as *mut ffi::tevent_req,
-            op,
-            fd,
-            offset,
-            buf.len(),
-            buf.as_mut_ptr(),
-            0,
-        ),
-        Credentials::of_this_thread().unwrap(),
-    );
-    id
+/// Submits a request; `tag` stands for the tevent request (the pool never dereferences
+/// it). An answer given at once is recorded as the action runner records the others.
+fn submit(
+    pool: &Pool,
+    tag: usize,
+    op: Op,
+    fd: RawFd,
+    offset: i64,
+    buf: &mut [u8],
+) -> Option<JobId> {
+    let req = tag as *mut ffi::tevent_req;
+    match submit_unrecorded(pool, tag, op, fd, offset, buf) {
+        Submitted::Queued(id) => return Some(id),
+        Submitted::Done { result, error, .. } => record(Action::Finish {
+            req,
+            result,
+            error,
+            duration_ns: 0,
+        }),
+        Submitted::Fallback { done } => record(Action::Fallback { req, done }),
+    }
+    None
+}
+
+/// `Pool::submit` for a request tagged `tag` over `buf`, its answer as it is.
+fn submit_unrecorded(
+    pool: &Pool,
+    tag: usize,
+    op: Op,
+    fd: RawFd,
+    offset: i64,
+    buf: &mut [u8],
+) -> Submitted {
+    let spec = Spec {
+        req: tag as *mut ffi::tevent_req,
+        ev: pool.inner.borrow().ev,
+        op,
+        fd,
+        offset,
+        len: buf.len(),
+        data: buf.as_mut_ptr(),
+    };
+    // SAFETY: every test keeps buf alive until its request is answered or forgotten.
+    unsafe { pool.submit(spec) }
 }
 
 fn signal(pid: i32, sig: nix::sys::signal::Signal) {
@@ -205,9 +231,12 @@ fn stop_first_helper(lp: &Loop, pool: &Pool) -> i32 {
     pid
 }
 
+/// Every request goes to a helper: nothing is done in smbd without blocking.
 fn config() -> Config {
     Config {
         max_helpers: 4,
+        inline_cached_reads: false,
+        inline_writes: false,
         ..Config::default()
     }
 }
@@ -519,12 +548,25 @@ fn past_max_queue_requests_go_to_the_next_module() {
     let only = stop_first_helper(&t.lp, &t.pool);
 
     let mut bufs = vec![vec![0u8; 100]; 3];
-    for (i, buf) in bufs.iter_mut().enumerate() {
-        submit(&t.pool, i + 1, Op::Read, t.file.as_raw_fd(), 0, buf);
-    }
-    // The first runs (stopped), the second waits, the third overflows at once.
-    assert_eq!(outcome_of(3), Some(Outcome::Fallback { req: 3, done: 0 }));
-    assert_eq!((outcome_of(1), outcome_of(2)), (None, None));
+    let answers: Vec<Submitted> = bufs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, buf)| submit_unrecorded(&t.pool, i + 1, Op::Read, t.file.as_raw_fd(), 0, buf))
+        .collect();
+    // The first runs (stopped), the second waits, the third overflows: the answer comes
+    // back from submit (smbd is still in its *_send), never through the action runner.
+    assert!(matches!(
+        answers[..],
+        [
+            Submitted::Queued(_),
+            Submitted::Queued(_),
+            Submitted::Fallback { done: 0 }
+        ]
+    ));
+    assert_eq!(
+        (outcome_of(1), outcome_of(2), outcome_of(3)),
+        (None, None, None)
+    );
 
     signal(only, nix::sys::signal::Signal::SIGCONT);
     t.lp.run_until("the queued reads", LONG, || outcome_of(2).is_some());
@@ -546,10 +588,57 @@ fn when_no_helper_can_be_forked_the_next_module_serves() {
     };
     let pool = pool(&lp, cfg);
     let mut buf = vec![0u8; 3];
-    submit(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut buf);
-    assert_eq!(outcome_of(1), Some(Outcome::Fallback { req: 1, done: 0 }));
+    let answer = submit_unrecorded(&pool, 1, Op::Read, file.as_raw_fd(), 0, &mut buf);
+    assert_eq!(answer, Submitted::Fallback { done: 0 });
+    assert_eq!(outcome_of(1), None, "answered through the action runner");
     assert_eq!(pool.stats().fallbacks, 1);
     assert!(pool.helper_pids().is_empty());
+}
+
+#[test]
+fn a_cached_read_is_done_in_smbd_at_once_and_a_write_to_tmpfs_goes_to_a_helper() {
+    let cfg = Config {
+        inline_cached_reads: true,
+        inline_writes: true,
+        ..config()
+    };
+    let t = Fixture::new(cfg, 4096, 11);
+    let mut back = vec![0u8; 4096];
+    let answer = submit_unrecorded(&t.pool, 1, Op::Read, t.file.as_raw_fd(), 0, &mut back);
+    assert!(
+        matches!(
+            answer,
+            Submitted::Done {
+                result: 4096,
+                error: 0,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    assert!(back == t.data);
+    assert!(t.pool.helper_pids().is_empty(), "a helper was started");
+
+    // A file without RWF_NOWAIT writes (tmpfs, ext4) is written by a helper, and the share
+    // stops trying.
+    let file = tmpfs_file();
+    let mut new = pattern(100, 12);
+    let answer = submit_unrecorded(&t.pool, 2, Op::Write, file.as_raw_fd(), 0, &mut new);
+    assert!(matches!(answer, Submitted::Queued(_)), "{answer:?}");
+    t.lp.run_until("the write", LONG, || outcome_of(2).is_some());
+    assert_eq!(outcome_of(2), Some(served(2, 100)));
+    assert!(!t.pool.inner.borrow().cfg.inline_writes);
+    let stats = t.pool.stats();
+    assert_eq!((stats.inline_preads, stats.inline_pwrites), (1, 0));
+    assert_eq!((stats.preads, stats.pwrites), (1, 1));
+}
+
+/// An unlinked file on tmpfs, which does no RWF_NOWAIT writes.
+fn tmpfs_file() -> std::fs::File {
+    let path = format!("/dev/shm/aio_fork_pool_test.{}", std::process::id());
+    let file = std::fs::File::create(&path).expect("a file in /dev/shm");
+    std::fs::remove_file(&path).expect("unlink");
+    file
 }
 
 #[test]
@@ -599,7 +688,7 @@ fn a_freed_request_is_never_completed_and_its_helper_comes_back() {
     );
     let only = stop_first_helper(&t.lp, &t.pool);
     let mut buf = vec![0u8; 4096];
-    let job = submit(&t.pool, 1, Op::Read, t.file.as_raw_fd(), 0, &mut buf);
+    let job = submit(&t.pool, 1, Op::Read, t.file.as_raw_fd(), 0, &mut buf).expect("queued");
     t.pool.forget(job, 1 as *mut ffi::tevent_req);
     drop(buf); // smbd freed the buffer with the request
     signal(only, nix::sys::signal::Signal::SIGCONT);

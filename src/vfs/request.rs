@@ -6,21 +6,11 @@
 
 use crate::abi::ffi;
 use crate::abi::samba::api;
-use crate::parent::credentials::Credentials;
-use crate::pool::{Action, Job, JobId, Pool};
+use crate::pool::{Action, JobId, Pool, Spec, Submitted};
 use crate::protocol::Op;
-use crate::vfs::nowait::{self, NoWait};
 use std::ffi::c_void;
 use std::rc::Rc;
 use std::{mem, ptr};
-
-/// Largest read or write tried in smbd itself: SMB2's largest. A cached read is one kernel
-/// copy into smbd's buffer, as on a plain share, where a helper adds a second copy out of
-/// its shared buffer and page faults on smbd's fresh one (measured on a cached 1 GiB get
-/// with 8 MiB reads, medians of 9 runs: 0.61 s inline, 0.89 s plain, 1.08 s through
-/// helpers). The copy holds smbd's loop about a millisecond per 8 MiB; only this
-/// connection waits, for its own data.
-const INLINE_MAX: usize = 8 << 20;
 
 /// Samba's VFS_PWRITE_APPEND_OFFSET (source3/include/vfs.h, 4.22+).
 const VFS_PWRITE_APPEND_OFFSET: i64 = -1;
@@ -106,27 +96,10 @@ unsafe fn start(req: *mut ffi::tevent_req) {
     // SAFETY: per this function's contract: a live request made by `send` (state: ReqState).
     unsafe {
         let state = state_of(req);
-        let fd = (api().fsp_get_io_fd)(state.fsp);
         let Some(pool) = state.pool.clone() else {
             fall_back(req, 0);
             return;
         };
-        if fd < 0 {
-            // Not a kernel file (a module below us serves it): the next module must do the I/O.
-            pool.note_fallback();
-            fall_back(req, 0);
-            return;
-        }
-        if !pool.hears_on(state.ev) {
-            // smbd waits on a tevent context of its own (smb_vfs_fsync_sync: a fresh one
-            // and tevent_req_poll on it, for a synchronous write-through or flush). The
-            // pool hears its helpers on smbd's main context (see ops::connect), which
-            // nobody runs meanwhile: the request would never finish. The next module
-            // completes on the context it is given.
-            pool.note_fallback();
-            fall_back(req, 0);
-            return;
-        }
         // Samba 4.22+: a write on an append-only POSIX handle comes with this offset (smbd
         // checked the handle's flag); the fd has O_APPEND and the data goes to the end.
         let append = state.op == Op::Write && state.offset == VFS_PWRITE_APPEND_OFFSET;
@@ -135,71 +108,24 @@ unsafe fn start(req: *mut ffi::tevent_req) {
             finish_now(req, -1, libc::EINVAL, 0);
             return;
         }
-        let done = if append {
-            0
-        } else {
-            match try_inline(req, fd, &pool) {
-                Some(done) => done,
-                None => return, // done whole
-            }
+        let spec = Spec {
+            req,
+            ev: state.ev,
+            op: if append { Op::Append } else { state.op },
+            fd: (api().fsp_get_io_fd)(state.fsp),
+            offset: state.offset,
+            len: state.len,
+            data: state.data,
         };
-        let op = if append { Op::Append } else { state.op };
-        let job = Job::new(req, op, fd, state.offset, state.len, state.data, done);
-        let creds = match Credentials::of_this_thread() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the request's credentials: next module");
-                pool.note_fallback();
-                fall_back(req, done);
-                return;
-            }
-        };
-        // The state knows its job before submitting: submit may already hand the request on
-        // to the next module (no helper can be forked), which clears `job` again.
-        let id = pool.new_job_id();
-        state_of(req).job = Some(id);
-        pool.submit(id, job, creds);
-    }
-}
-
-/// Tries a read or write in smbd without blocking (see `nowait`), if the share does: `None`
-/// when that did it whole (the request is then complete), else how many bytes it did.
-unsafe fn try_inline(req: *mut ffi::tevent_req, fd: libc::c_int, pool: &Pool) -> Option<usize> {
-    // SAFETY: per this function's contract: a live request made by `send` (state: ReqState).
-    unsafe {
-        let state = state_of(req);
-        if state.len > INLINE_MAX || !pool.inline_allowed(state.op, fd) {
-            return Some(0);
-        }
-        let started = std::time::Instant::now();
-        let outcome = if state.op == Op::Read {
-            // SAFETY: smbd's read buffer of state.len bytes, alive as long as the request.
-            nowait::try_read(
-                fd,
-                std::slice::from_raw_parts_mut(state.data, state.len),
-                state.offset,
-            )
-        } else {
-            // SAFETY: smbd's write buffer of state.len bytes, alive as long as the request.
-            nowait::try_write(
-                fd,
-                std::slice::from_raw_parts(state.data, state.len),
-                state.offset,
-            )
-        };
-        match outcome {
-            NoWait::All(n) => {
-                let took = started.elapsed();
-                pool.note_inline(state.op, n, took);
-                finish_now(req, n as isize, 0, took.as_nanos() as u64);
-                None
-            }
-            NoWait::Part(n) => Some(n),
-            NoWait::None => Some(0),
-            NoWait::Unsupported => {
-                pool.disable_inline(state.op);
-                Some(0)
-            }
+        // SAFETY: smbd's buffer of len bytes, alive as long as the request.
+        match pool.submit(spec) {
+            Submitted::Queued(id) => state_of(req).job = Some(id),
+            Submitted::Done {
+                result,
+                error,
+                duration_ns,
+            } => finish_now(req, result, error, duration_ns),
+            Submitted::Fallback { done } => fall_back(req, done),
         }
     }
 }
