@@ -18,6 +18,7 @@ packages=(
 	iproute2 util-linux procps psmisc # ip, unshare, ps, fuser: private namespaces for tests
 	debootstrap      # the root file systems of the other Samba releases the tests run
 	xfsprogs         # mkfs.xfs: XFS shares in tests/inline_writes.rs and the benchmark (RWF_NOWAIT writes)
+	user-mode-linux kmod quota # a Linux guest with disk quotas (the host kernel may lack a quota format): tests/privileges.rs
 	binutils         # objdump: tests/abi_binaries.rs reads each release's smbd
 	dpkg-dev man-db  # the Debian package (cargo-deb's dpkg-shlibdeps) and its man page test
 	fonts-dejavu-core # labels in the benchmark's PNG chart

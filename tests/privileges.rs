@@ -8,6 +8,11 @@
 //!   `-m 10`, one per share: both puts must fail with NT_STATUS_DISK_FULL, leaving root's
 //!   reserve free and the same number of bytes on disk (a writer with CAP_SYS_RESOURCE
 //!   would eat into the reserve).
+//! - `a_users_quota_holds_as_on_a_plain_share`: in a user-mode Linux guest (the host's
+//!   kernel may have no quota format), each share on its own ext4 `-O quota` with a
+//!   hard limit of 8 MiB for alice: her 16 MiB put must fail with NT_STATUS_DISK_FULL on
+//!   both, leaving the same bytes on disk and her usage within the limit (a writer with
+//!   CAP_SYS_RESOURCE passes the hard limit).
 //! - `tree_connects_start_nothing_and_processes_stay_bounded`: one session makes 1,000
 //!   tree connects of the aio share (smbclient's `tcon`) without I/O: no module process
 //!   may appear. Then 12 tree connects each put a file with `aio_fork:max processes = 6`:
@@ -31,7 +36,7 @@ use std::time::Duration;
 use common::client;
 use common::data;
 use common::images;
-use common::namespace::{run_in_namespace, NsContext};
+use common::namespace::{run_in_namespace, run_in_uml, NsContext};
 use common::procs;
 use common::python;
 use common::run;
@@ -50,6 +55,16 @@ fn kernel_rules_as_on_a_plain_share() {
         "kernel_rules_as_on_a_plain_share",
         Duration::from_secs(300),
         kernel_rules,
+    );
+}
+
+#[test]
+fn a_users_quota_holds_as_on_a_plain_share() {
+    run_in_uml(
+        "a_users_quota_holds_as_on_a_plain_share",
+        Duration::from_secs(600),
+        &[QUOTA_DISK_MIB; 2],
+        quota_holds,
     );
 }
 
@@ -164,6 +179,119 @@ fn kernel_rules(ctx: &NsContext) {
         problems.push(format!("helpers did not serve the writes: {total:?}"));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The guest's disks, one per share (/dev/ubda: plain, /dev/ubdb: aio).
+const QUOTA_DISK_MIB: u64 = 64;
+/// alice's hard block limit on each.
+const QUOTA_KIB: u64 = 8192;
+
+fn quota_holds(ctx: &NsContext) {
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("guest kernel {}", kernel.trim());
+    let alice = alice(ctx);
+    let smbd = start(&ctx.workdir, &alice, &[], &[]);
+    let source = ctx.workdir.join("big.bin");
+    data::write_random_file(&source, 16 * MIB, 9);
+    let mut problems = Vec::new();
+    let mut on_disk = Vec::new();
+    for (share, disk) in SHARES.iter().zip(["/dev/ubda", "/dev/ubdb"]) {
+        let dir = smbd.share_path(share);
+        mount_quota_ext4(disk, &dir, &alice);
+        let out = client::smbclient_as(
+            &smbd,
+            share,
+            &alice.credentials(),
+            &format!("put {} big.bin", source.display()),
+            TIMEOUT,
+        );
+        let text = format!("{}{}", out.stdout, out.stderr);
+        let bytes = fs::metadata(dir.join("big.bin"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let used_kib = quota_used_kib(&dir, &alice);
+        let full = text.contains("NT_STATUS_DISK_FULL");
+        println!(
+            "{share}: put 16 MiB as {} under a hard quota of {QUOTA_KIB} KiB: {}, {bytes} bytes \
+             on disk, {used_kib} KiB charged to her",
+            alice.name,
+            if full {
+                "NT_STATUS_DISK_FULL"
+            } else {
+                "no DISK_FULL"
+            },
+        );
+        if !full {
+            problems.push(format!(
+                "{share}: the put did not end in DISK_FULL:\n{text}"
+            ));
+        }
+        if used_kib > QUOTA_KIB {
+            problems.push(format!(
+                "{share}: {used_kib} KiB charged, limit {QUOTA_KIB} KiB"
+            ));
+        }
+        on_disk.push(bytes);
+    }
+    // Same rules, same outcome: the same bytes on disk, within a few blocks of allocation.
+    if on_disk[0].abs_diff(on_disk[1]) > MIB {
+        problems.push(format!(
+            "aio share left {} bytes on disk, plain {}",
+            on_disk[1], on_disk[0]
+        ));
+    }
+    let total = stats::total_for(&smbd.stats(), "aio");
+    if total.pwrite_bytes == 0 || total.fallbacks > 0 {
+        problems.push(format!("helpers did not serve the writes: {total:?}"));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// An ext4 with quota on `disk`, mounted on `dir` (owned by `user`), with a hard limit of
+/// QUOTA_KIB for `user`.
+fn mount_quota_ext4(disk: &str, dir: &Path, user: &User) {
+    let mkfs = [
+        "mkfs.ext4",
+        "-q",
+        "-F",
+        "-m",
+        "0",
+        "-O",
+        "quota",
+        "-E",
+        "quotatype=usrquota",
+    ];
+    run_ok(Command::new(mkfs[0]).args(&mkfs[1..]).arg(disk));
+    run_ok(
+        Command::new("mount")
+            .args(["-o", "usrquota", disk])
+            .arg(dir),
+    );
+    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).expect("chown");
+    run_ok(
+        Command::new("setquota")
+            .args(["-u", &user.name, "0", &QUOTA_KIB.to_string(), "0", "0"])
+            .arg(dir),
+    );
+}
+
+/// The KiB of blocks charged to `user` on the file system of `dir` (quota -w: one line).
+fn quota_used_kib(dir: &Path, user: &User) -> u64 {
+    let out = run::run(
+        Command::new("repquota").args(["-u", "-O", "csv"]).arg(dir),
+        TIMEOUT,
+    );
+    assert!(out.success(), "repquota:\n{}", out.describe());
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{},", user.name)))
+        .and_then(|l| l.split(',').nth(3)?.parse().ok())
+        .unwrap_or_else(|| panic!("no quota line for {} in:\n{}", user.name, out.stdout))
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = run::run(cmd, TIMEOUT);
+    assert!(out.success(), "{}", out.describe());
 }
 
 /// A 64 MiB ext4 with 10% of its blocks reserved for root, loop-mounted on `dir`.

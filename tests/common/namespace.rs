@@ -86,6 +86,34 @@ pub fn run_program_in_namespace(limit: Duration, install: Install, body: impl Fn
 }
 
 fn run_outer(test_name: &str, args: &[OsString], install: &Install, limit: Duration) {
+    let (module, workdir, exe) = prepare_outer(test_name);
+    let mut cmd = tools::command("unshare");
+    cmd.args(UNSHARE_ARGS).arg(&exe).args(args);
+    for (key, value) in inner_env(&module, &workdir, install) {
+        cmd.env(key, value);
+    }
+    if test_name != PROGRAM_NAME {
+        cmd.arg("--test-threads=1");
+    }
+    let out = run::run_echo(&mut cmd, limit);
+    let _ = fs::remove_dir_all(&workdir);
+    check_inner(test_name, &out, limit);
+}
+
+/// The private namespaces of a test: network, mounts, PIDs (the test is PID 1).
+const UNSHARE_ARGS: [&str; 6] = [
+    "--net",
+    "--mount",
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--mount-proc",
+];
+
+/// Checks the host, finds the module and makes the test's scratch directory with a
+/// private copy of the test binary in it: cargo may rebuild (replace) the binary while
+/// tests run, and /proc/self/exe is read here because it survives that.
+fn prepare_outer(test_name: &str) -> (Module, PathBuf, PathBuf) {
     tools::require_all();
     samba_root::check();
     assert_root();
@@ -96,34 +124,121 @@ fn run_outer(test_name: &str, args: &[OsString], install: &Install, limit: Durat
         module.kind.as_str()
     );
     let workdir = make_workdir(test_name);
-    // A private copy: cargo may rebuild (replace) the binary while tests run, and
-    // /proc/self/exe is read here because it survives that.
     let exe = workdir.join("test-binary");
     fs::copy("/proc/self/exe", &exe).expect("copy the test binary");
-    let mut cmd = tools::command("unshare");
-    cmd.args([
-        "--net",
-        "--mount",
-        "--pid",
-        "--fork",
-        "--kill-child",
-        "--mount-proc",
-    ])
-    .arg(&exe)
-    .args(args)
-    .env(ENV_IN_NS, "1")
-    .env(ENV_WORKDIR, &workdir)
-    .env(module::ENV_MODULE, &module.path)
-    .env(ENV_KIND, module.kind.as_str());
-    if test_name != PROGRAM_NAME {
-        cmd.arg("--test-threads=1");
-    }
+    (module, workdir, exe)
+}
+
+/// What the re-executed test binary learns from its environment.
+fn inner_env(module: &Module, workdir: &Path, install: &Install) -> Vec<(&'static str, OsString)> {
+    let mut env = vec![
+        (ENV_IN_NS, OsString::from("1")),
+        (ENV_WORKDIR, workdir.as_os_str().to_owned()),
+        (module::ENV_MODULE, module.path.as_os_str().to_owned()),
+        (ENV_KIND, OsString::from(module.kind.as_str())),
+    ];
     if let Install::Beside(name) = install {
-        cmd.env(ENV_INSTALL_AS, name);
+        env.push((ENV_INSTALL_AS, OsString::from(name)));
+    }
+    env
+}
+
+/// The user-mode Linux kernel of Debian's `user-mode-linux` package.
+const UML_KERNEL: &str = "linux.uml";
+/// What a guest needs besides the kernel: module loading (the quota format is a module)
+/// and the quota tools.
+const UML_TOOLS: [&str; 4] = [UML_KERNEL, "insmod", "setquota", "repquota"];
+/// Its memory: smbd, the test's files (on the guest's tmpfs) and its caches.
+const UML_MEMORY: &str = "mem=1536M";
+
+/// Runs `body` as `run_in_namespace` does, but under a Linux kernel of its own: Debian's
+/// user-mode Linux, booted on the host's root file system (hostfs, read and written as
+/// root), for kernel features the host's kernel may lack (disk quotas: CONFIG_QFMT_V2).
+/// `disks` sparse files of the given sizes in MiB are the guest's block devices
+/// /dev/ubda, /dev/ubdb, ...; the scratch directory the body gets is a tmpfs of the
+/// guest (unix sockets do not work on hostfs). The guest powers off after the body.
+pub fn run_in_uml(test_name: &str, limit: Duration, disks: &[u64], body: impl FnOnce(&NsContext)) {
+    if env::var_os(ENV_IN_NS).is_some() {
+        run_in_namespace(test_name, limit, body);
+        return;
+    }
+    for tool in UML_TOOLS {
+        tools::path_of(tool);
+    }
+    let (module, workdir, exe) = prepare_outer(test_name);
+    let kernel = tools::command(UML_KERNEL);
+    let guest_dir = workdir.join("guest");
+    let mut env = inner_env(&module, &guest_dir, &Install::OverAioFork);
+    env.extend(
+        ["PATH", "HOME", "RUST_BACKTRACE"]
+            .into_iter()
+            .filter_map(|key| Some((key, env::var_os(key)?))),
+    );
+    let exit_file = workdir.join("exit-code");
+    let mut script = String::from("#!/bin/sh\n");
+    script.push_str(&format!(
+        "export PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
+         mount -t proc proc /proc && mount -t sysfs sys /sys && mount -t tmpfs tmpfs /dev/shm\n\
+         for m in quota_tree quota_v2; do insmod /usr/lib/uml/modules/$(uname -r)/kernel/fs/quota/$m.ko; done\n\
+         mkdir -p {guest} && mount -t tmpfs -o size=1G tmpfs {guest}\n\
+         cd {cwd}\n",
+        guest = shell_quote(guest_dir.as_os_str()),
+        cwd = shell_quote(env::current_dir().expect("cwd").as_os_str()),
+    ));
+    script.push_str("env -i");
+    for (key, value) in &env {
+        script.push_str(&format!(" {key}={}", shell_quote(value)));
+    }
+    script.push_str(&format!(
+        " {}",
+        shell_quote(tools::path_of("unshare").as_os_str())
+    ));
+    for arg in UNSHARE_ARGS {
+        script.push_str(&format!(" {arg}"));
+    }
+    script.push_str(&format!(
+        " {} --exact {test_name} --include-ignored --nocapture --test-threads=1\n\
+         echo $? > {}\n\
+         poweroff -f\n",
+        shell_quote(exe.as_os_str()),
+        shell_quote(exit_file.as_os_str()),
+    ));
+    let init = workdir.join("init.sh");
+    fs::write(&init, script).expect("write the guest's init");
+    fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod init");
+    let mut cmd = kernel;
+    cmd.args([
+        UML_MEMORY,
+        "rootfstype=hostfs",
+        "rootflags=/",
+        "rw",
+        "quiet",
+    ])
+    .arg(format!("init={}", init.display()))
+    .args(["con=null", "con0=null,fd:1"]);
+    for (i, mib) in disks.iter().enumerate() {
+        let disk = workdir.join(format!("disk{i}.img"));
+        fs::File::create(&disk)
+            .and_then(|f| f.set_len(mib << 20))
+            .expect("create a guest disk");
+        cmd.arg(format!("ubd{i}={}", disk.display()));
     }
     let out = run::run_echo(&mut cmd, limit);
+    let exit = fs::read_to_string(&exit_file).unwrap_or_default();
     let _ = fs::remove_dir_all(&workdir);
+    assert_eq!(
+        exit.trim(),
+        "0",
+        "test `{test_name}` failed in its user-mode Linux guest (exit {:?}; output above)",
+        exit.trim()
+    );
     check_inner(test_name, &out, limit);
+}
+
+/// `text` in single quotes for sh.
+fn shell_quote(text: &std::ffi::OsStr) -> String {
+    format!("'{}'", text.to_string_lossy().replace('\'', "'\\''"))
 }
 
 fn check_inner(test_name: &str, out: &run::Output, limit: Duration) {

@@ -8,7 +8,7 @@ use std::process::Command;
 
 /// Debian packages that provide every tool below.
 pub const INSTALL_HINT: &str = "apt-get install -y samba samba-vfs-modules samba-common-bin \
-     smbclient samba-testsuite iproute2 util-linux mount";
+     smbclient samba-testsuite iproute2 util-linux mount user-mode-linux kmod quota";
 
 /// Every program the harness runs, checked before a test starts.
 pub const REQUIRED: &[&str] = &[
