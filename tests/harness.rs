@@ -8,6 +8,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use common::data;
+use common::expected;
 use common::procs;
 use common::stats;
 use common::torture::{self, Outcome};
@@ -141,4 +142,34 @@ fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("aio_fork_harness.{name}.{}", std::process::id()));
     fs::create_dir_all(&dir).expect("create scratch dir");
     dir
+}
+
+const SHARES: [&str; 2] = ["plain", "aio"];
+
+#[test]
+fn expected_entries_with_alternatives_parse_and_judge() {
+    let text = "# c\n\nsmb2.x.y | plain=timeout/success aio=failure | why it races\n";
+    let entries = expected::parse(text, &SHARES).unwrap();
+    let e = &entries["smb2.x.y"];
+    assert_eq!(e.allows("plain", Some(Outcome::Success)), Some(true));
+    assert_eq!(e.allows("plain", Some(Outcome::Timeout)), Some(true));
+    assert_eq!(e.allows("plain", Some(Outcome::Failure)), Some(false));
+    assert_eq!(e.allows("plain", None), Some(false));
+    assert_eq!(e.allows("aio", Some(Outcome::Failure)), Some(true));
+    assert_eq!(e.allows("other", Some(Outcome::Failure)), None);
+    assert_eq!(e.show("plain"), "success/timeout");
+}
+
+#[test]
+fn malformed_expected_entries_are_refused() {
+    for bad in [
+        "smb2.x.y | aio=failure | \n",
+        "smb2.x.y | aio=failure\n",
+        "smb2.x.y | aio=maybe | why\n",
+        "smb2.x.y | nas=failure | why\n",
+        "smb2.x.y | aio=failure aio=success | why\n",
+        "smb2.x.y | aio=failure | why\nsmb2.x.y | aio=success | why\n",
+    ] {
+        assert!(expected::parse(bad, &SHARES).is_err(), "accepted {bad:?}");
+    }
 }

@@ -8,6 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::expected::{self, Expected};
 use common::module::ModuleKind;
 use common::namespace::{run_in_namespace, NsContext};
 use common::procs::{HelperSampler, SamplerReport};
@@ -97,13 +98,6 @@ fn run_share(smbd: &Smbd, share: &str, kind: ModuleKind) -> (Vec<SuiteRun>, Samp
     (runs, sampler.finish())
 }
 
-/// One line of tests/expected/expected.txt.
-#[derive(Debug)]
-struct Expected {
-    outcomes: BTreeMap<String, Outcome>,
-    reason: String,
-}
-
 /// The expectations file in use, for messages: tests/expected/expected.txt or a release's variant.
 fn expected_label() -> String {
     let file = common::samba_root::expected_file(EXPECTED_FILE);
@@ -116,54 +110,7 @@ fn load_expected() -> BTreeMap<String, Expected> {
     let file = common::samba_root::expected_file(EXPECTED_FILE);
     let text = std::fs::read_to_string(&file)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
-    parse_expected(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-}
-
-fn parse_expected(text: &str) -> Result<BTreeMap<String, Expected>, String> {
-    let mut entries = BTreeMap::new();
-    for (no, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let fields: Vec<&str> = line.split('|').map(str::trim).collect();
-        let [name, outcomes, reason] = fields[..] else {
-            return Err(format!(
-                "line {}: want `name | share=outcome ... | reason`",
-                no + 1
-            ));
-        };
-        if reason.is_empty() {
-            return Err(format!("line {}: an entry needs a reason", no + 1));
-        }
-        let outcomes = parse_outcomes(outcomes).map_err(|e| format!("line {}: {e}", no + 1))?;
-        let entry = Expected {
-            outcomes,
-            reason: reason.to_string(),
-        };
-        if entries.insert(name.to_string(), entry).is_some() {
-            return Err(format!("line {}: {name} listed twice", no + 1));
-        }
-    }
-    Ok(entries)
-}
-
-fn parse_outcomes(text: &str) -> Result<BTreeMap<String, Outcome>, String> {
-    let mut map = BTreeMap::new();
-    for pair in text.split_whitespace() {
-        let (share, outcome) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("{pair:?} is not share=outcome"))?;
-        if !SHARES.contains(&share) {
-            return Err(format!("unknown share {share:?}"));
-        }
-        let outcome = Outcome::parse(outcome).ok_or_else(|| format!("bad outcome {outcome:?}"))?;
-        map.insert(share.to_string(), outcome);
-    }
-    if map.is_empty() {
-        return Err("no share=outcome given".to_string());
-    }
-    Ok(map)
+    expected::parse(&text, &SHARES).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
 /// Test name -> outcome, per share.
@@ -187,14 +134,12 @@ fn compare_with_plain(runs: &[SuiteRun], expected: &BTreeMap<String, Expected>) 
         let plain = results.get("plain").and_then(|m| m.get(name)).copied();
         for share in SHARES {
             let actual = results.get(share).and_then(|m| m.get(name)).copied();
-            let listed = entry.and_then(|e| e.outcomes.get(share)).copied();
-            let wanted = match (share, listed) {
-                (_, Some(listed)) => Some(listed),
-                ("plain", None) => plain,
-                (_, None) => plain,
+            let agrees = match entry.and_then(|e| e.allows(share, actual)) {
+                Some(allowed) => allowed,
+                None => actual.is_some() && actual == plain,
             };
-            if actual != wanted || actual.is_none() {
-                problems.push(mismatch(name, share, actual, wanted, listed.is_some()));
+            if !agrees {
+                problems.push(mismatch(name, share, actual, plain, entry));
             }
         }
     }
@@ -213,20 +158,17 @@ fn mismatch(
     name: &str,
     share: &str,
     actual: Option<Outcome>,
-    wanted: Option<Outcome>,
-    listed: bool,
+    plain: Option<Outcome>,
+    entry: Option<&Expected>,
 ) -> String {
     let show = |o: Option<Outcome>| o.map_or("missing".to_string(), |o| o.to_string());
-    let source = if listed {
-        expected_label()
-    } else {
-        "the plain share".to_string()
+    let (source, wanted) = match entry.filter(|e| e.outcomes.contains_key(share)) {
+        Some(e) => (expected_label(), e.show(share)),
+        None => ("the plain share".to_string(), show(plain)),
     };
     format!(
-        "{name} on {share}: {} but {} says {}",
-        show(actual),
-        source,
-        show(wanted)
+        "{name} on {share}: {} but {source} says {wanted}",
+        show(actual)
     )
 }
 
@@ -345,8 +287,8 @@ fn print_summary(
     for (name, entry) in expected {
         let outcomes: Vec<String> = entry
             .outcomes
-            .iter()
-            .map(|(share, outcome)| format!("{share}={outcome}"))
+            .keys()
+            .map(|share| format!("{share}={}", entry.show(share)))
             .collect();
         println!("  {name} [{}]: {}", outcomes.join(" "), entry.reason);
     }

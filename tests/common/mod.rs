@@ -8,7 +8,8 @@
 //! - [`module`]: finds the module file and tells whether it is Samba's C module.
 //! - [`smbd`]: writes an smb.conf, adds the user, starts and stops smbd.
 //! - [`client`]: one-shot `smbclient -c`, and a long-lived interactive session.
-//! - [`torture`]: runs an smbtorture suite under a deadline and parses its results.
+//! - [`torture`]: runs an smbtorture suite under a deadline and parses its results;
+//!   [`expected`]: the files of expected outcomes its results are held against.
 //! - [`procs`]: finds helper processes in /proc.
 //! - [`faults`]: kills helpers at random, watches /proc for zombies and RSS, reaps
 //!   orphans (the test is the namespace's init), checks smbd's log for crashes.
@@ -28,6 +29,7 @@
 pub mod client;
 pub mod cluster;
 pub mod data;
+pub mod expected;
 pub mod faults;
 pub mod images;
 pub mod module;
