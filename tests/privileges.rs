@@ -128,18 +128,9 @@ fn kernel_rules(ctx: &NsContext) {
         let image = ctx.workdir.join(format!("{share}.ext4"));
         mount_small_ext4(&image, &dir);
         std::os::unix::fs::chown(&dir, Some(alice.uid), Some(alice.gid)).expect("chown");
-        let out = client::smbclient_as(
-            &smbd,
-            share,
-            &alice.credentials(),
-            &format!("put {} big.bin", source.display()),
-            TIMEOUT,
-        );
-        let text = format!("{}{}", out.stdout, out.stderr);
+        let text = put_big_file(&smbd, share, &alice, &source);
         let full = text.contains("NT_STATUS_DISK_FULL");
-        let on_disk = fs::metadata(dir.join("big.bin"))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let on_disk = file_size(&dir.join("big.bin"));
         let (free_root, free_user) = free_space(&dir);
         println!(
             "{share}: put 80 MiB as {} on a 64 MiB ext4 -m 10: {}, {on_disk} bytes on disk, \
@@ -181,6 +172,23 @@ fn kernel_rules(ctx: &NsContext) {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// `user` puts `source` as big.bin onto `share`: smbclient's whole output.
+fn put_big_file(smbd: &Smbd, share: &str, user: &User, source: &Path) -> String {
+    let out = client::smbclient_as(
+        smbd,
+        share,
+        &user.credentials(),
+        &format!("put {} big.bin", source.display()),
+        TIMEOUT,
+    );
+    format!("{}{}", out.stdout, out.stderr)
+}
+
+/// Bytes of `path`, 0 if it does not exist.
+fn file_size(path: &Path) -> u64 {
+    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
 /// The guest's disks, one per share (/dev/ubda: plain, /dev/ubdb: aio).
 const QUOTA_DISK_MIB: u64 = 64;
 /// alice's hard block limit on each.
@@ -198,17 +206,8 @@ fn quota_holds(ctx: &NsContext) {
     for (share, disk) in SHARES.iter().zip(["/dev/ubda", "/dev/ubdb"]) {
         let dir = smbd.share_path(share);
         mount_quota_ext4(disk, &dir, &alice);
-        let out = client::smbclient_as(
-            &smbd,
-            share,
-            &alice.credentials(),
-            &format!("put {} big.bin", source.display()),
-            TIMEOUT,
-        );
-        let text = format!("{}{}", out.stdout, out.stderr);
-        let bytes = fs::metadata(dir.join("big.bin"))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let text = put_big_file(&smbd, share, &alice, &source);
+        let bytes = file_size(&dir.join("big.bin"));
         let used_kib = quota_used_kib(&dir, &alice);
         let full = text.contains("NT_STATUS_DISK_FULL");
         println!(
