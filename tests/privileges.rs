@@ -43,6 +43,7 @@ use common::run;
 use common::setid;
 use common::smbd::{Smbd, SmbdBuilder};
 use common::stats;
+use common::tools;
 use common::users::{self, User};
 
 const MIB: u64 = 1 << 20;
@@ -260,24 +261,27 @@ fn mount_quota_ext4(disk: &str, dir: &Path, user: &User) {
         "-E",
         "quotatype=usrquota",
     ];
-    run_ok(Command::new(mkfs[0]).args(&mkfs[1..]).arg(disk));
+    run_ok(tools::command(mkfs[0]).args(&mkfs[1..]).arg(disk));
     run_ok(
-        Command::new("mount")
+        tools::command("mount")
             .args(["-o", "usrquota", disk])
             .arg(dir),
     );
     std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).expect("chown");
     run_ok(
-        Command::new("setquota")
+        tools::command("setquota")
             .args(["-u", &user.name, "0", &QUOTA_KIB.to_string(), "0", "0"])
             .arg(dir),
     );
 }
 
-/// The KiB of blocks charged to `user` on the file system of `dir` (quota -w: one line).
+/// The KiB of blocks charged to `user` on the file system of `dir` (repquota CSV: name,
+/// block status, file status, blocks used, ...).
 fn quota_used_kib(dir: &Path, user: &User) -> u64 {
     let out = run::run(
-        Command::new("repquota").args(["-u", "-O", "csv"]).arg(dir),
+        tools::command("repquota")
+            .args(["-u", "-O", "csv"])
+            .arg(dir),
         TIMEOUT,
     );
     assert!(out.success(), "repquota:\n{}", out.describe());
