@@ -7,6 +7,7 @@ use crate::abi::ffi;
 use crate::parent::credentials::Credentials;
 use crate::pool::ending::FileId;
 use crate::protocol::Op;
+use std::ops::ControlFlow;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
@@ -66,8 +67,8 @@ impl Pool {
         }
         // SAFETY: the buffer as this function's contract states.
         let done = match unsafe { self.try_inline(&spec) } {
-            Ok(done) => done,
-            Err(finished) => return finished,
+            ControlFlow::Continue(done) => done,
+            ControlFlow::Break(finished) => return finished,
         };
         let creds = match Credentials::of_this_thread() {
             Ok(c) => c,
@@ -142,13 +143,14 @@ impl Pool {
     }
 
     /// Tries a read or write in smbd without blocking (see `nowait`), if the share does:
-    /// `Err` with the answer when that did it whole, else `Ok` with how many bytes it did.
+    /// `Break` with the answer when that did it whole, else `Continue` with how many bytes
+    /// it did.
     ///
     /// # Safety
     /// As `submit`.
-    unsafe fn try_inline(&self, spec: &Spec) -> Result<usize, Submitted> {
+    unsafe fn try_inline(&self, spec: &Spec) -> ControlFlow<Submitted, usize> {
         if spec.len > INLINE_MAX || !self.inline_allowed(spec.op, spec.fd) {
-            return Ok(0);
+            return ControlFlow::Continue(0);
         }
         let started = Instant::now();
         let outcome = if spec.op == Op::Read {
@@ -164,17 +166,17 @@ impl Pool {
             NoWait::All(n) => {
                 let took = started.elapsed();
                 self.note_inline(spec.op, n, took);
-                Err(Submitted::Done {
+                ControlFlow::Break(Submitted::Done {
                     result: n as isize,
                     error: 0,
                     duration_ns: took.as_nanos() as u64,
                 })
             }
-            NoWait::Part(n) => Ok(n),
-            NoWait::None => Ok(0),
+            NoWait::Part(n) => ControlFlow::Continue(n),
+            NoWait::None => ControlFlow::Continue(0),
             NoWait::Unsupported => {
                 self.disable_inline(spec.op);
-                Ok(0)
+                ControlFlow::Continue(0)
             }
         }
     }
