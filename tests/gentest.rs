@@ -108,6 +108,22 @@ impl Verdict {
     }
 }
 
+/// One gentest comparison to make: a protocol, a seed and how many operations.
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    proto: Proto,
+    seed: u64,
+    ops: u64,
+}
+
+impl Job {
+    /// One job per seed of `seeds`, each of `ops` operations.
+    fn all(proto: Proto, (seeds, ops): &(Vec<u64>, u64)) -> impl Iterator<Item = Job> + '_ {
+        let ops = *ops;
+        seeds.iter().map(move |&seed| Job { proto, seed, ops })
+    }
+}
+
 /// What one seed gave.
 #[derive(Debug)]
 struct Outcome {
@@ -172,11 +188,8 @@ fn run(ctx: &NsContext) {
 
     let (smb1, smb2) = seed_lists();
     // SMB1 first: its runs are the long ones.
-    let jobs: VecDeque<(Proto, u64, u64)> = smb1
-        .0
-        .iter()
-        .map(|&s| (Proto::Smb1, s, smb1.1))
-        .chain(smb2.0.iter().map(|&s| (Proto::Smb2, s, smb2.1)))
+    let jobs: VecDeque<Job> = Job::all(Proto::Smb1, &smb1)
+        .chain(Job::all(Proto::Smb2, &smb2))
         .collect();
     let jobs = Mutex::new(jobs);
     let outcomes = Mutex::new(Vec::new());
@@ -184,10 +197,10 @@ fn run(ctx: &NsContext) {
         for lane in &lanes {
             let (smbd, ignore, jobs, outcomes) = (&smbd, &ignore, &jobs, &outcomes);
             scope.spawn(move || loop {
-                let Some((proto, seed, ops)) = jobs.lock().unwrap().pop_front() else {
+                let Some(job) = jobs.lock().unwrap().pop_front() else {
                     return;
                 };
-                let outcome = judge_seed(smbd, lane, ignore, proto, seed, ops);
+                let outcome = judge_seed(smbd, lane, ignore, job);
                 println!("{}", describe(&outcome));
                 outcomes.lock().unwrap().push(outcome);
             });
@@ -301,33 +314,26 @@ fn describe(o: &Outcome) -> String {
     }
 }
 
-fn judge_seed(
-    smbd: &Smbd,
-    lane: &Lane,
-    ignore: &Path,
-    proto: Proto,
-    seed: u64,
-    ops: u64,
-) -> Outcome {
+fn judge_seed(smbd: &Smbd, lane: &Lane, ignore: &Path, job: Job) -> Outcome {
     let started = Instant::now();
     let mut attempts = 0;
     loop {
         attempts += 1;
         let again = attempts < ATTEMPTS;
-        let plain = gentest(smbd, lane, ignore, proto, seed, ops, &lane.plain2);
+        let plain = gentest(smbd, lane, ignore, job, &lane.plain2);
         if plain.is_timing() && again {
             continue;
         }
         let aio = match plain {
-            Verdict::Agreed(_) => Some(gentest(smbd, lane, ignore, proto, seed, ops, &lane.aio)),
+            Verdict::Agreed(_) => Some(gentest(smbd, lane, ignore, job, &lane.aio)),
             Verdict::Differ { .. } => None,
         };
         if aio.as_ref().is_some_and(Verdict::is_timing) && again {
             continue;
         }
         return Outcome {
-            proto,
-            seed,
+            proto: job.proto,
+            seed: job.seed,
             plain,
             aio,
             attempts,
@@ -367,15 +373,7 @@ fn seed_lists() -> ((Vec<u64>, u64), (Vec<u64>, u64)) {
     )
 }
 
-fn gentest(
-    smbd: &Smbd,
-    lane: &Lane,
-    ignore: &Path,
-    proto: Proto,
-    seed: u64,
-    ops: u64,
-    other: &str,
-) -> Verdict {
+fn gentest(smbd: &Smbd, lane: &Lane, ignore: &Path, job: Job, other: &str) -> Verdict {
     let creds = smbd.credentials();
     let mut cmd = tools::command("gentest");
     cmd.current_dir(&lane.dir)
@@ -384,10 +382,10 @@ fn gentest(
         .arg(format!("--user1={creds}"))
         .arg(format!("--user2={creds}"))
         .args(["--noacls", "--noeas"])
-        .arg(format!("--seed={seed}"))
-        .arg(format!("--num-ops={ops}"))
+        .arg(format!("--seed={}", job.seed))
+        .arg(format!("--num-ops={}", job.ops))
         .arg(format!("--ignore={}", ignore.display()));
-    if proto == Proto::Smb2 {
+    if job.proto == Proto::Smb2 {
         cmd.arg("--smb2");
     }
     judge(&run::run(&mut cmd, RUN_TIMEOUT))
