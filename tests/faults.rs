@@ -94,23 +94,28 @@ fn helpers_killed(ctx: &NsContext) {
     // Puts, then gets, each under its own killer, on one connection.
     let mut session = Session::open(&smbd, "aio", COMMAND_TIMEOUT);
     let conn = Some(session.server_pid);
-    let (mut put_n, mut get_n) = (0, 0);
+    let (mut put_n, mut get_n, mut in_request) = (0, 0, 0);
     for round in 0..KILL_ROUNDS {
         let remote = format!("killed_{round}.bin");
         let killer = HelperKiller::start(conn, KILL_EVERY, Rng::new(rng.next_u64()));
         let put_time = session_put(&smbd, &mut session, "aio", &source, &remote);
-        let put_kills = killer.finish().killed.len();
+        let put = killer.finish();
         let killer = HelperKiller::start(conn, KILL_EVERY, Rng::new(rng.next_u64()));
         let get_time = session_get(&smbd, &mut session, &remote, &source, &ctx.workdir);
-        let get_kills = killer.finish().killed.len();
+        let get = killer.finish();
+        let (put_kills, get_kills) = (put.killed.len(), get.killed.len());
         println!(
             "256 MiB put/get: plain {:.2}/{:.2} s; aio with a helper SIGKILLed every \
-             ~{KILL_EVERY:?}: {:.2}/{:.2} s, {put_kills}/{get_kills} helpers killed",
+             ~{KILL_EVERY:?}: {:.2}/{:.2} s, {put_kills}/{get_kills} helpers killed \
+             ({}/{} inside a request)",
             plain.0.as_secs_f64(),
             plain.1.as_secs_f64(),
             put_time.as_secs_f64(),
             get_time.as_secs_f64(),
+            put.in_request,
+            get.in_request,
         );
+        in_request += put.in_request + get.in_request;
         assert!(
             put_kills >= 1 && get_kills >= 1,
             "{put_kills} helpers killed during the 256 MiB put, {get_kills} during the get: \
@@ -169,9 +174,14 @@ fn helpers_killed(ctx: &NsContext) {
     let aio_stats = one_line_stats(&smbd, "aio");
     let kills = (put_n + get_n) as u64;
     assert!(
+        in_request >= 1,
+        "none of the {kills} helpers killed was inside a request: the retry was not tested"
+    );
+    assert!(
         aio_stats.helper_deaths >= kills && aio_stats.retries >= 1,
-        "{kills} helpers of the connection were SIGKILLed; the stats must show at least as \
-         many helper_deaths and some retries: {aio_stats:?}\n{}",
+        "{kills} helpers of the connection were SIGKILLed, {in_request} inside a request; \
+         the stats must show at least as many helper_deaths and some retries: \
+         {aio_stats:?}\n{}",
         smbd.log_tail(40)
     );
     let rw_stats = stats::total_for(&smbd.stats(), "aio_rw");
@@ -189,7 +199,8 @@ fn helpers_killed(ctx: &NsContext) {
             rw_runs.len()
         ),
         format!(
-            "{put_n} + {get_n} helper SIGKILLs during the puts + gets (helper_deaths={}, \
+            "{put_n} + {get_n} helper SIGKILLs during the puts + gets, {in_request} inside \
+             a request (helper_deaths={}, \
              retries={}, fallbacks={}), {} during smb2.rw (helper_deaths={}, retries={})",
             aio_stats.helper_deaths,
             aio_stats.retries,

@@ -174,13 +174,21 @@ pub struct KillReport {
     /// Helpers SIGKILLed, each once (each was a live helper of the target just before
     /// the kill).
     pub killed: Vec<u32>,
+    /// Of those, the ones seen inside a request just before the kill.
+    pub in_request: usize,
     /// Rounds that found no live helper to kill.
     pub idle_rounds: usize,
 }
 
-/// A thread that, every `interval` (±50 %), SIGKILLs one live helper picked at random
-/// (of the connection process `parent`, or of any connection with `None`). A helper is
-/// killed once: one killed in an uninterruptible syscall may still look alive a while.
+/// How long a round that wants a busy helper looks for one before it takes any.
+const BUSY_SEARCH: Duration = Duration::from_millis(50);
+
+/// A thread that, every `interval` (±50 %), SIGKILLs one live helper (of the connection
+/// process `parent`, or of any connection with `None`). Every other round kills a helper
+/// inside a request if one shows up within [`BUSY_SEARCH`]: a helper serving 8 MiB pieces
+/// is idle most of the time, and kills that all land between requests never test a retry.
+/// The other rounds pick at random, idle or not. A helper is killed once: one killed in
+/// an uninterruptible syscall may still look alive a while.
 pub struct HelperKiller {
     stop: Arc<AtomicBool>,
     kills: Arc<AtomicUsize>,
@@ -201,20 +209,18 @@ impl HelperKiller {
                 if flag.load(Ordering::Relaxed) {
                     break;
                 }
-                let victims: Vec<Proc> = live_helpers(parent)
-                    .into_iter()
-                    .filter(|p| !report.killed.contains(&p.pid))
-                    .collect();
-                if victims.is_empty() {
+                let want_busy = report.killed.len() % 2 == 0;
+                let Some((pid, busy)) = pick_victim(parent, &report.killed, want_busy, &mut rng)
+                else {
                     report.idle_rounds += 1;
                     continue;
-                }
-                let pick = &victims[rng.range(0, victims.len() as u64 - 1) as usize];
+                };
                 // Still a live helper (not exited meanwhile)? Its parent is not compared:
                 // the snapshot gives a zygote-born helper its connection as parent.
-                let same = proc_of(pick.pid).is_some_and(|p| p.is_live() && p.comm == HELPER_COMM);
-                if same && send_signal(pick.pid, libc::SIGKILL) {
-                    report.killed.push(pick.pid);
+                let same = proc_of(pid).is_some_and(|p| p.is_live() && p.comm == HELPER_COMM);
+                if same && send_signal(pid, libc::SIGKILL) {
+                    report.killed.push(pid);
+                    report.in_request += usize::from(busy);
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -235,6 +241,37 @@ impl HelperKiller {
     pub fn finish(self) -> KillReport {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().expect("helper killer thread panicked")
+    }
+}
+
+/// A live helper not in `killed`, and whether it was inside a request. With `want_busy`,
+/// looks for one inside a request for up to [`BUSY_SEARCH`] before it takes any.
+fn pick_victim(
+    parent: Option<u32>,
+    killed: &[u32],
+    want_busy: bool,
+    rng: &mut Rng,
+) -> Option<(u32, bool)> {
+    let deadline = Instant::now() + BUSY_SEARCH;
+    loop {
+        let victims: Vec<(u32, bool)> = live_helpers(parent)
+            .into_iter()
+            .filter(|p| !killed.contains(&p.pid))
+            .map(|p| (p.pid, helper_in_request(p.pid) == Some(true)))
+            .collect();
+        let busy: Vec<(u32, bool)> = victims.iter().copied().filter(|v| v.1).collect();
+        let from = if want_busy && !busy.is_empty() {
+            &busy
+        } else {
+            &victims
+        };
+        if from.is_empty() {
+            return None;
+        }
+        if !want_busy || !busy.is_empty() || Instant::now() >= deadline {
+            return Some(from[rng.range(0, from.len() as u64 - 1) as usize]);
+        }
+        thread::sleep(Duration::from_millis(1));
     }
 }
 
