@@ -88,8 +88,13 @@ smbclient -p "$DEMO_PORT" "//127.0.0.1/demo" -U "$DEMO_USER%$DEMO_PASSWORD" \
 	-c "lcd $tmp; put in check.bin; get check.bin out; del check.bin" >/dev/null
 cmp "$tmp/in" "$tmp/out"
 rm -rf "$tmp"
-sleep 0.5
-stats=$(grep -A1 "aio_fork stats" "$DEMO_DIR/log.smbd" | tail -1)
+# The connection process logs its stats line as it ends, a moment after smbclient exits.
+stats=
+for _ in $(seq 100); do
+	stats=$(grep -A1 "aio_fork stats" "$DEMO_DIR/log.smbd" | tail -1) || true
+	[[ $stats == *pwrite_bytes=9437187* ]] && break
+	sleep 0.1
+done
 if [[ $stats != *pwrite_bytes=9437187* ]]; then
 	echo "demo: the helpers did not serve the put (stats: ${stats:-none}); see $DEMO_DIR/log.smbd" >&2
 	exit 1

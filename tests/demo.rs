@@ -79,11 +79,10 @@ fn demo(ctx: &NsContext) {
     data::compare_files(&source, &demo_dir.join("share/test.bin"))
         .unwrap_or_else(|e| panic!("the demo share's file on disk: {e}"));
 
-    let log = std::fs::read_to_string(demo_dir.join("log.smbd")).expect("the demo's log");
-    let total = stats::total_for(&stats::at_disconnect(&stats::parse_log(&log)), "demo");
-    println!("demo share stats (all its tree connects): {total:?}");
     // The script's own 9 MiB + 3 put, then ours.
     let written = 9 * (1 << 20) + 3 + FILE_SIZE;
+    let total = demo_stats_reaching(&demo_dir, written, Duration::from_secs(10));
+    println!("demo share stats (all its tree connects): {total:?}");
     assert!(
         total.pwrite_bytes >= written && total.spawned >= 1,
         "the demo share's helpers wrote {} bytes (spawned {}), expected at least {written}",
@@ -103,6 +102,21 @@ fn demo(ctx: &NsContext) {
         "port {PORT} still open after demo.sh stop"
     );
     println!("demo.sh stop: smbd {demo_pid} gone, port {PORT} closed");
+}
+
+/// The demo share's stats summed over its tree disconnects, once their `pwrite_bytes`
+/// reach `bytes` or at `deadline`: a connection process logs its line as it ends, which
+/// may be a moment after its client has exited.
+fn demo_stats_reaching(demo_dir: &Path, bytes: u64, deadline: Duration) -> stats::Stats {
+    let until = Instant::now() + deadline;
+    loop {
+        let log = std::fs::read_to_string(demo_dir.join("log.smbd")).expect("the demo's log");
+        let total = stats::total_for(&stats::at_disconnect(&stats::parse_log(&log)), "demo");
+        if total.pwrite_bytes >= bytes || Instant::now() >= until {
+            return total;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Whether `name` is an account already (a machine where the demo ran before).
