@@ -131,15 +131,9 @@ fn demo_script(demo_dir: &Path, args: &[&str], timeout: Duration) -> run::Output
         .current_dir(REPO)
         .env("DEMO_DIR", demo_dir)
         .env("DEMO_PORT", PORT.to_string())
-        .env("PATH", path_with_sbin());
+        // smbd, smbpasswd, useradd: a PATH under `cargo test` may lack the sbin directories.
+        .env("PATH", tools::search_path());
     run::run(&mut cmd, timeout)
-}
-
-/// The test's PATH with the sbin directories (smbd, smbpasswd, useradd) that a PATH
-/// under `cargo test` may lack.
-fn path_with_sbin() -> String {
-    let path = std::env::var("PATH").unwrap_or_default();
-    format!("{path}:/usr/local/sbin:/usr/sbin:/sbin")
 }
 
 /// Puts `source` on the demo share as test.bin and gets it back; returns the copy.

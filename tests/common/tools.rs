@@ -2,6 +2,7 @@
 //! with the install command: these tests never skip.
 
 use std::env;
+use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,11 +25,17 @@ pub const REQUIRED: &[&str] = &[
 /// sbin directories are searched too: `cargo test` may run with a PATH without them.
 const EXTRA_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 
-/// Absolute path of `tool`, or a panic that names it and the install command.
-pub fn path_of(tool: &str) -> PathBuf {
+/// The directories tools are looked for in: PATH, then [`EXTRA_DIRS`]. Also the PATH to
+/// give a script the tests run, which calls tools by name.
+pub fn search_path() -> OsString {
     let path_var = env::var_os("PATH").unwrap_or_default();
     let dirs = env::split_paths(&path_var).chain(EXTRA_DIRS.iter().map(PathBuf::from));
-    for dir in dirs {
+    env::join_paths(dirs).expect("no ':' in a PATH entry")
+}
+
+/// Absolute path of `tool`, or a panic that names it and the install command.
+pub fn path_of(tool: &str) -> PathBuf {
+    for dir in env::split_paths(&search_path()) {
         let candidate = dir.join(tool);
         if is_executable(&candidate) {
             return candidate;
