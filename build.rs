@@ -11,18 +11,18 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// The slots the module fills: typed in the generated table, every other slot is `void *`
-/// (as `samba-headers/gen-fn-tables.sh` writes them).
-const TYPED_SLOTS: [&str; 8] = [
-    "connect_fn",
-    "disconnect_fn",
-    "pread_send_fn",
-    "pread_recv_fn",
-    "pwrite_send_fn",
-    "pwrite_recv_fn",
-    "fsync_send_fn",
-    "fsync_recv_fn",
-];
+/// The slots the module fills (`samba-headers/filled-slots.txt`, one per line): typed in
+/// the generated table, every other slot is `void *` (as `samba-headers/gen-fn-tables.sh`
+/// writes them).
+fn typed_slots() -> Vec<String> {
+    fs::read_to_string("samba-headers/filled-slots.txt")
+        .expect("read samba-headers/filled-slots.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
 
 fn main() {
     println!("cargo:rerun-if-changed=samba-headers");
@@ -97,7 +97,8 @@ fn tree_table(tree: &Path, out_dir: &Path) -> PathBuf {
 
     let slots = fn_pointer_slots(&text)
         .unwrap_or_else(|| panic!("{}: no `struct vfs_fn_pointers {{`", vfs_h.display()));
-    for typed in TYPED_SLOTS {
+    let typed_slots = typed_slots();
+    for typed in &typed_slots {
         assert!(
             slots.iter().any(|s| s == typed),
             "{}: struct vfs_fn_pointers has no {typed}: this module cannot serve that release",
@@ -110,7 +111,7 @@ fn tree_table(tree: &Path, out_dir: &Path) -> PathBuf {
         vfs_h.display()
     );
     for slot in &slots {
-        if TYPED_SLOTS.contains(&slot.as_str()) {
+        if typed_slots.contains(slot) {
             writeln!(h, "\taio_fork_{slot} {slot};").unwrap();
         } else {
             writeln!(h, "\tvoid *{slot};").unwrap();

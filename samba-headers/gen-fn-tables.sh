@@ -6,7 +6,9 @@
 #     grep -o '(\*[a-z_0-9]*)' | tr -d '(*)'
 set -euo pipefail
 cd "$(dirname "$0")"
-typed="connect_fn disconnect_fn pread_send_fn pread_recv_fn pwrite_send_fn pwrite_recv_fn fsync_send_fn fsync_recv_fn"
+# The slots the module fills (typed as aio_fork_<slot> in samba_abi.h); build.rs reads the
+# same list for a table made from a Samba source tree.
+typed=" $(tr '\n' ' ' < filled-slots.txt)"
 for list in slots-v*.txt; do
 	v=${list#slots-v}; v=${v%.txt}
 	{

@@ -65,6 +65,79 @@ typedef struct tevent_req *(*aio_fork_fsync_send_fn)(struct vfs_handle_struct *h
 						     struct files_struct *fsp);
 typedef int (*aio_fork_fsync_recv_fn)(struct tevent_req *req, struct vfs_aio_state *state);
 
+/*
+ * Slots the module fills to keep smbd off a device known to hang (src/vfs/guarded.rs):
+ * identical in interfaces 47-53. The next module's function of each is exported as
+ * smb_vfs_call_<slot> with the same signature, so one type serves both.
+ */
+struct smb_filename;
+struct smb_file_time;
+struct vfs_open_how;
+struct stat_ex;
+struct __dirstream;
+typedef int (*aio_fork_close_fn)(struct vfs_handle_struct *handle, struct files_struct *fsp);
+typedef ssize_t (*aio_fork_pread_fn)(struct vfs_handle_struct *handle, struct files_struct *fsp,
+				     void *data, size_t n, off_t offset);
+typedef ssize_t (*aio_fork_pwrite_fn)(struct vfs_handle_struct *handle,
+				      struct files_struct *fsp, const void *data, size_t n,
+				      off_t offset);
+typedef int (*aio_fork_fchmod_fn)(struct vfs_handle_struct *handle, struct files_struct *fsp,
+				  mode_t mode);
+typedef int (*aio_fork_fchown_fn)(struct vfs_handle_struct *handle, struct files_struct *fsp,
+				  uid_t uid, gid_t gid);
+typedef int (*aio_fork_fntimes_fn)(struct vfs_handle_struct *handle, struct files_struct *fsp,
+				   struct smb_file_time *ft);
+typedef int (*aio_fork_ftruncate_fn)(struct vfs_handle_struct *handle,
+				     struct files_struct *fsp, off_t offset);
+typedef int (*aio_fork_fallocate_fn)(struct vfs_handle_struct *handle,
+				     struct files_struct *fsp, uint32_t mode, off_t offset,
+				     off_t len);
+typedef struct __dirstream *(*aio_fork_fdopendir_fn)(struct vfs_handle_struct *handle,
+						     struct files_struct *fsp, const char *mask,
+						     uint32_t attributes);
+typedef NTSTATUS (*aio_fork_fget_dos_attributes_fn)(struct vfs_handle_struct *handle,
+						    struct files_struct *fsp, uint32_t *dosmode);
+typedef NTSTATUS (*aio_fork_fset_dos_attributes_fn)(struct vfs_handle_struct *handle,
+						    struct files_struct *fsp, uint32_t dosmode);
+typedef ssize_t (*aio_fork_fgetxattr_fn)(struct vfs_handle_struct *handle,
+					 struct files_struct *fsp, const char *name, void *value,
+					 size_t size);
+typedef ssize_t (*aio_fork_flistxattr_fn)(struct vfs_handle_struct *handle,
+					  struct files_struct *fsp, char *list, size_t size);
+typedef int (*aio_fork_fremovexattr_fn)(struct vfs_handle_struct *handle,
+					struct files_struct *fsp, const char *name);
+typedef int (*aio_fork_fsetxattr_fn)(struct vfs_handle_struct *handle,
+				     struct files_struct *fsp, const char *name,
+				     const void *value, size_t size, int flags);
+typedef int (*aio_fork_openat_fn)(struct vfs_handle_struct *handle,
+				  const struct files_struct *dirfsp,
+				  const struct smb_filename *smb_fname, struct files_struct *fsp,
+				  const struct vfs_open_how *how);
+typedef int (*aio_fork_mkdirat_fn)(struct vfs_handle_struct *handle,
+				   struct files_struct *dirfsp,
+				   const struct smb_filename *smb_fname, mode_t mode);
+typedef int (*aio_fork_unlinkat_fn)(struct vfs_handle_struct *handle,
+				    struct files_struct *dirfsp,
+				    const struct smb_filename *smb_fname, int flags);
+typedef int (*aio_fork_fstatat_fn)(struct vfs_handle_struct *handle,
+				   const struct files_struct *dirfsp,
+				   const struct smb_filename *smb_fname, struct stat_ex *sbuf,
+				   int flags);
+typedef int (*aio_fork_symlinkat_fn)(struct vfs_handle_struct *handle,
+				     const struct smb_filename *link_contents,
+				     struct files_struct *dirfsp,
+				     const struct smb_filename *new_smb_fname);
+typedef int (*aio_fork_linkat_fn)(struct vfs_handle_struct *handle, struct files_struct *srcfsp,
+				  const struct smb_filename *old_smb_fname,
+				  struct files_struct *dstfsp,
+				  const struct smb_filename *new_smb_fname, int flags);
+typedef int (*aio_fork_mknodat_fn)(struct vfs_handle_struct *handle,
+				   struct files_struct *dirfsp,
+				   const struct smb_filename *smb_fname, mode_t mode, dev_t dev);
+typedef int (*aio_fork_stat_fn)(struct vfs_handle_struct *handle, struct smb_filename *smb_fname);
+typedef int (*aio_fork_lstat_fn)(struct vfs_handle_struct *handle,
+				 struct smb_filename *smb_fname);
+
 #include "vfs_fn_pointers_v47.h"
 #include "vfs_fn_pointers_v49.h"
 #include "vfs_fn_pointers_v52.h"
@@ -101,6 +174,7 @@ typedef struct tevent_req *(*smb_vfs_call_fsync_send_fn)(struct vfs_handle_struc
 typedef ssize_t (*smb_vfs_rw_recv_fn)(struct tevent_req *req, struct vfs_aio_state *state);
 typedef int (*smb_vfs_fsync_recv_fn)(struct tevent_req *req, struct vfs_aio_state *state);
 typedef int (*fsp_get_io_fd_fn)(const struct files_struct *fsp);
+typedef int (*fsp_get_pathref_fd_fn)(const struct files_struct *fsp);
 typedef const char *(*fsp_str_dbg_fn)(const struct files_struct *fsp);
 
 /* libsmbconf */

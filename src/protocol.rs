@@ -15,6 +15,10 @@ pub enum Op {
     /// Write at the end of the file (an append-only POSIX handle, Samba 4.22+): the fd has
     /// O_APPEND and the offset is ignored.
     Append = 4,
+    /// No I/O: the helper only closes the descriptor (as after every request). smbd hands
+    /// over its last reference to a file on a device that hangs, so that whatever the
+    /// file system does when the file is released blocks the helper, not smbd.
+    Close = 5,
 }
 
 impl Op {
@@ -24,13 +28,20 @@ impl Op {
             2 => Some(Op::Write),
             3 => Some(Op::Fsync),
             4 => Some(Op::Append),
+            5 => Some(Op::Close),
             _ => None,
         }
     }
 
-    /// Whether doing it twice gives the same result as once: what a retry may assume.
+    /// Whether it may be sent again after a helper died with it: an append could write
+    /// twice, and a close hands over a descriptor that went with the dead helper.
     pub fn is_idempotent(self) -> bool {
-        self != Op::Append
+        !matches!(self, Op::Append | Op::Close)
+    }
+
+    /// Whether it moves bytes between the file and the shared buffer (in pieces).
+    pub fn moves_data(self) -> bool {
+        matches!(self, Op::Read | Op::Write | Op::Append)
     }
 
     /// Whether the request carries data from smbd to the helper.
@@ -66,7 +77,7 @@ pub struct Reply {
 
 /// Bumped whenever a message changes: the module and the helper program of one build must
 /// speak the same (smbd passes it on the command line, the zygote says it again).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The zygote's first message, once it holds its final credentials and filter.
 #[repr(C)]
@@ -204,13 +215,13 @@ mod tests {
     #[test]
     fn unknown_ops_are_refused() {
         assert_eq!(Op::from_raw(0), None);
-        assert_eq!(Op::from_raw(5), None);
+        assert_eq!(Op::from_raw(6), None);
     }
 
     #[test]
-    fn only_appends_may_not_be_retried() {
+    fn appends_and_closes_may_not_be_retried() {
         assert!(Op::Read.is_idempotent() && Op::Write.is_idempotent() && Op::Fsync.is_idempotent());
-        assert!(!Op::Append.is_idempotent());
+        assert!(!Op::Append.is_idempotent() && !Op::Close.is_idempotent());
         assert!(Op::Append.writes() && Op::Write.writes() && !Op::Read.writes());
     }
 }

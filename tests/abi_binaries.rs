@@ -30,17 +30,6 @@ const ROOTFS_SCRIPT: &str = concat!(
 );
 /// Releases with a root file system (arguments of samba-rootfs.sh).
 const ROOT_RELEASES: &[&str] = &["4.22.6", "4.22.11", "4.24.7", "4.25.1"];
-/// The slots the module fills, in the order `vfs_table::filled_slots` reports them.
-const FILLED: [&str; 8] = [
-    "connect",
-    "disconnect",
-    "pread_send",
-    "pread_recv",
-    "pwrite_send",
-    "pwrite_recv",
-    "fsync_send",
-    "fsync_recv",
-];
 const LAST_SLOT: &str = "freaddir_attr_fn";
 
 /// One release's smbd library, and its version string (`smbd -V` without "Version ").
@@ -221,7 +210,8 @@ fn check(binary: &Binary) -> Vec<String> {
     let first = |name: &str| calls.get(name).and_then(|o| o.first().copied());
 
     let mut row = format!("{:<8} if {interface}", short(&binary.version));
-    for (i, slot) in FILLED.iter().enumerate() {
+    for &(slot_fn, index) in &ours {
+        let slot = slot_fn.trim_end_matches("_fn");
         // recv slots: the second offset the matching send function reads.
         let theirs = match slot.strip_suffix("_recv") {
             Some(op) => calls
@@ -229,7 +219,7 @@ fn check(binary: &Binary) -> Vec<String> {
                 .and_then(|o| o.get(1).copied()),
             None => first(slot),
         };
-        let mine = ours[i] as u64 * 8;
+        let mine = index as u64 * 8;
         row.push_str(&format!(
             " {slot}={}/{mine:#x}",
             theirs.map_or("none".into(), |t| format!("{t:#x}"))
@@ -240,7 +230,7 @@ fn check(binary: &Binary) -> Vec<String> {
                  (interface {interface}) has it at {mine:#x} (slot {})",
                 binary.version,
                 theirs.map_or("none".into(), |t| format!("{t:#x}")),
-                ours[i]
+                index
             ));
         }
     }

@@ -18,10 +18,72 @@ pub struct SambaApi {
     pub pwrite_recv: Resolved<ffi::smb_vfs_rw_recv_fn>,
     pub fsync_recv: Resolved<ffi::smb_vfs_fsync_recv_fn>,
     pub fsp_get_io_fd: Resolved<ffi::fsp_get_io_fd_fn>,
+    pub fsp_get_pathref_fd: Resolved<ffi::fsp_get_pathref_fd_fn>,
+    /// The next module's functions of the slots `vfs::guarded` fills.
+    pub next: NextCalls,
     pub lp_parm_const_string: Resolved<ffi::lp_parm_const_string_fn>,
     pub lp_servicenumber: Resolved<ffi::lp_servicenumber_fn>,
     pub global_event_context: Resolved<ffi::global_event_context_fn>,
     pub samba_version_string: Resolved<ffi::samba_version_string_fn>,
+}
+
+/// `smb_vfs_call_<slot>` of each slot `vfs::guarded` fills: the next module's function.
+pub struct NextCalls {
+    pub close: Resolved<ffi::aio_fork_close_fn>,
+    pub pread: Resolved<ffi::aio_fork_pread_fn>,
+    pub pwrite: Resolved<ffi::aio_fork_pwrite_fn>,
+    pub fchmod: Resolved<ffi::aio_fork_fchmod_fn>,
+    pub fchown: Resolved<ffi::aio_fork_fchown_fn>,
+    pub fntimes: Resolved<ffi::aio_fork_fntimes_fn>,
+    pub ftruncate: Resolved<ffi::aio_fork_ftruncate_fn>,
+    pub fallocate: Resolved<ffi::aio_fork_fallocate_fn>,
+    pub fdopendir: Resolved<ffi::aio_fork_fdopendir_fn>,
+    pub fget_dos_attributes: Resolved<ffi::aio_fork_fget_dos_attributes_fn>,
+    pub fset_dos_attributes: Resolved<ffi::aio_fork_fset_dos_attributes_fn>,
+    pub fgetxattr: Resolved<ffi::aio_fork_fgetxattr_fn>,
+    pub flistxattr: Resolved<ffi::aio_fork_flistxattr_fn>,
+    pub fremovexattr: Resolved<ffi::aio_fork_fremovexattr_fn>,
+    pub fsetxattr: Resolved<ffi::aio_fork_fsetxattr_fn>,
+    pub openat: Resolved<ffi::aio_fork_openat_fn>,
+    pub mkdirat: Resolved<ffi::aio_fork_mkdirat_fn>,
+    pub unlinkat: Resolved<ffi::aio_fork_unlinkat_fn>,
+    pub fstatat: Resolved<ffi::aio_fork_fstatat_fn>,
+    pub symlinkat: Resolved<ffi::aio_fork_symlinkat_fn>,
+    pub linkat: Resolved<ffi::aio_fork_linkat_fn>,
+    pub mknodat: Resolved<ffi::aio_fork_mknodat_fn>,
+    pub stat: Resolved<ffi::aio_fork_stat_fn>,
+    pub lstat: Resolved<ffi::aio_fork_lstat_fn>,
+}
+
+impl NextCalls {
+    fn resolve() -> Result<NextCalls, String> {
+        Ok(NextCalls {
+            close: sym("smb_vfs_call_close")?,
+            pread: sym("smb_vfs_call_pread")?,
+            pwrite: sym("smb_vfs_call_pwrite")?,
+            fchmod: sym("smb_vfs_call_fchmod")?,
+            fchown: sym("smb_vfs_call_fchown")?,
+            fntimes: sym("smb_vfs_call_fntimes")?,
+            ftruncate: sym("smb_vfs_call_ftruncate")?,
+            fallocate: sym("smb_vfs_call_fallocate")?,
+            fdopendir: sym("smb_vfs_call_fdopendir")?,
+            fget_dos_attributes: sym("smb_vfs_call_fget_dos_attributes")?,
+            fset_dos_attributes: sym("smb_vfs_call_fset_dos_attributes")?,
+            fgetxattr: sym("smb_vfs_call_fgetxattr")?,
+            flistxattr: sym("smb_vfs_call_flistxattr")?,
+            fremovexattr: sym("smb_vfs_call_fremovexattr")?,
+            fsetxattr: sym("smb_vfs_call_fsetxattr")?,
+            openat: sym("smb_vfs_call_openat")?,
+            mkdirat: sym("smb_vfs_call_mkdirat")?,
+            unlinkat: sym("smb_vfs_call_unlinkat")?,
+            fstatat: sym("smb_vfs_call_fstatat")?,
+            symlinkat: sym("smb_vfs_call_symlinkat")?,
+            linkat: sym("smb_vfs_call_linkat")?,
+            mknodat: sym("smb_vfs_call_mknodat")?,
+            stat: sym("smb_vfs_call_stat")?,
+            lstat: sym("smb_vfs_call_lstat")?,
+        })
+    }
 }
 
 /// Samba's debug log entry points (libsamba-debug).
@@ -69,6 +131,8 @@ pub fn resolve() -> Result<&'static SambaApi, String> {
         pwrite_recv: sym_either("smb_vfs_call_pwrite_recv", "SMB_VFS_PWRITE_RECV")?,
         fsync_recv: sym_either("smb_vfs_call_fsync_recv", "SMB_VFS_FSYNC_RECV")?,
         fsp_get_io_fd: sym("fsp_get_io_fd")?,
+        fsp_get_pathref_fd: sym("fsp_get_pathref_fd")?,
+        next: NextCalls::resolve()?,
         lp_parm_const_string: sym("lp_parm_const_string")?,
         lp_servicenumber: sym("lp_servicenumber")?,
         global_event_context: sym("global_event_context")?,

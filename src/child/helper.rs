@@ -160,6 +160,7 @@ fn serve(req: &Request, fd: libc::c_int, buf: &mut [u8], rng: &mut Rng) -> Reply
         (Some(Op::Append), _) => write_full(fd, &buf[..len], None),
         // SAFETY: fsync takes only a descriptor.
         (Some(Op::Fsync), _) => as_result(unsafe { libc::fsync(fd) } as isize),
+        (Some(Op::Close), _) => 0,
     };
     reply.duration_ns = now_ns().saturating_sub(start);
     reply

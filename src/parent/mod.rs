@@ -4,6 +4,7 @@
 
 pub mod credentials;
 pub mod helper;
+pub mod proc_state;
 pub mod processes;
 pub mod reap;
 pub mod zygote;

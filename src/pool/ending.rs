@@ -9,46 +9,18 @@
 //! they land after its write and never under it.
 
 use super::events::FdWatch;
+use super::file_id::FileId;
 use super::{Helper, HelperState, JobId, PoolInner, MAX_HELPER_DEATHS};
 use crate::config::TimeoutAction;
 use crate::parent::helper::HelperProcess;
+use crate::parent::proc_state::waits_in_kernel;
 use crate::parent::processes::Slot;
+use crate::protocol::Op;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 /// How long after its SIGKILL a helper may take to exit for its request to be retried.
 pub const EXIT_GRACE: Duration = Duration::from_secs(1);
-
-/// Names a file whatever descriptor it is open under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-impl FileId {
-    /// The file open as `fd`, from the kernel's own inode: with AT_STATX_DONT_SYNC, a
-    /// network or FUSE file system is not asked to revalidate attributes, so this never
-    /// waits for a backend, hung or not (it runs on smbd's loop for every write).
-    pub fn of(fd: RawFd) -> Option<FileId> {
-        // SAFETY: an all-zero statx is a valid value of this plain C struct.
-        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-        // SAFETY: statx of the descriptor itself (empty path) into a struct we own.
-        let r = unsafe {
-            libc::statx(
-                fd,
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
-                libc::STATX_INO,
-                &mut stx,
-            )
-        };
-        (r == 0).then(|| FileId {
-            dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
-            ino: stx.stx_ino,
-        })
-    }
-}
 
 pub struct Ending {
     pub id: u64,
@@ -113,7 +85,7 @@ impl PoolInner {
     pub(super) fn held_behind_stuck_write(&self, id: JobId) -> bool {
         self.jobs
             .get(&id)
-            .is_some_and(|j| self.stuck_write_to(j.file))
+            .is_some_and(|j| j.op.writes() && self.stuck_write_to(j.file))
     }
 
     /// Whether an ended helper may still be writing `file` (`None`: unknown, taken as no).
@@ -144,23 +116,33 @@ impl PoolInner {
         }
     }
 
-    /// Kills helper `idx` and keeps it until it exits. Its request is sent again after that
-    /// exit if `timeout action` is retry, the request may be repeated (not an append) and
-    /// has attempts left (as after a death), and the exit comes within the grace; else it
-    /// fails with EIO (never the next module: it would block in the same backend).
+    /// Kills helper `idx` and keeps it until it exits. A helper that waits in the kernel
+    /// (state D) hangs in its file system: the device's breaker opens and the request
+    /// fails with EIO now, since a retry would only wait as long again. Otherwise (stopped,
+    /// looping) its request is sent again after that exit if `timeout action` is retry,
+    /// the request may be repeated (not an append) and has attempts left (as after a
+    /// death), and the exit comes within the grace; else it fails with EIO (never the next
+    /// module: it would block in the same backend).
     pub(super) fn end_timed_out(&mut self, idx: usize) {
         let helper = self.helpers.swap_remove(idx);
         let HelperState::Busy { job: id, .. } = helper.state else {
             return;
         };
+        let in_kernel = waits_in_kernel(helper.process.pid());
         let (writing, retry) = match self.jobs.get_mut(&id) {
             Some(job) => {
                 job.deaths += 1;
+                job.timed_out = true;
                 let retry = self.cfg.timeout_action == TimeoutAction::Retry
+                    && !in_kernel
                     && job.deaths < MAX_HELPER_DEATHS
                     && job.op.is_idempotent()
                     && !job.req.is_null();
-                (job.file, retry.then_some(id))
+                let writing = job.file.filter(|_| job.op.writes());
+                if in_kernel {
+                    self.trip_breaker(id, helper.process.pidfd());
+                }
+                (writing, retry.then_some(id))
             }
             None => (None, None),
         };
@@ -191,9 +173,11 @@ impl PoolInner {
             .iter()
             .copied()
             .filter(|id| {
-                self.jobs
-                    .get(id)
-                    .is_some_and(|j| now.saturating_duration_since(j.progress) >= timeout)
+                // A close waits for a helper as long as it takes: failing it would leave
+                // smbd the last reference (see `handover`).
+                self.jobs.get(id).is_some_and(|j| {
+                    j.op != Op::Close && now.saturating_duration_since(j.progress) >= timeout
+                })
             })
             .collect();
         if expired.is_empty() {
@@ -233,6 +217,7 @@ impl PoolInner {
             }
         }
         self.note_stuck();
+        self.send_probes();
         self.pump();
         self.arm_timer();
     }
@@ -265,24 +250,5 @@ impl PoolInner {
             self.stats.timeouts += 1;
         }
         self.fail(id, libc::EIO);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::FileId;
-    use crate::test_util::temp_file;
-    use std::os::fd::AsRawFd;
-
-    #[test]
-    fn a_file_is_named_alike_through_any_descriptor() {
-        let file = temp_file(b"x");
-        let again = std::fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
-        let other = temp_file(b"y");
-        let id = FileId::of(file.as_raw_fd());
-        assert!(id.is_some());
-        assert_eq!(id, FileId::of(again.as_raw_fd()));
-        assert_ne!(id, FileId::of(other.as_raw_fd()));
-        assert_eq!(FileId::of(-1), None);
     }
 }

@@ -23,12 +23,16 @@
 //! queued as `Action`s in `completing` and run one by one afterwards; a request freed in
 //! the meantime removes its own pending actions (see `forget`).
 
+pub mod breaker;
 mod crew;
 mod ending;
 mod events;
+mod file_id;
+mod handover;
 pub mod latency;
 mod nowait;
 mod policy;
+mod probing;
 mod spawning;
 pub mod stats;
 mod submit;
@@ -41,14 +45,15 @@ use crate::parent::processes::Slot;
 use crate::parent::reap;
 use crate::protocol::{self, Op, Request, FLAG_ERRATIC};
 use crew::Crew;
-use ending::{Ending, FileId};
+use ending::Ending;
 use events::{FdWatch, Timer};
+use file_id::FileId;
 use policy::Placement;
 use stats::Stats;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_void, CString};
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::ptr;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
@@ -83,8 +88,16 @@ pub struct Job {
     /// When the job last made progress (queued, or a piece answered): the request timeout
     /// runs from here.
     pub progress: Instant,
-    /// The file a write or append goes to, for ordering behind a stuck write to it.
+    /// The file it works on: its device's breaker, and ordering writes behind a stuck
+    /// write to it.
     pub file: Option<FileId>,
+    /// A helper hung with it: it is never handed to the next module (which would hang the
+    /// same way, in smbd).
+    pub timed_out: bool,
+    /// The module's own probe of a hung device (see `breaker`); it owns `fd`.
+    pub probe: Option<breaker::Probe>,
+    /// The descriptor a close hands to a helper (see `handover`), until it is sent.
+    pub handed: Option<OwnedFd>,
 }
 
 impl Job {
@@ -112,7 +125,10 @@ impl Job {
             crew: 0,
             arrived: now,
             progress: now,
-            file: if op.writes() { FileId::of(fd) } else { None },
+            file: FileId::of(fd),
+            timed_out: false,
+            probe: None,
+            handed: None,
         }
     }
 }
@@ -150,6 +166,8 @@ pub struct Pool {
 }
 
 struct PoolInner {
+    /// Names the pool to the device breakers of this process.
+    id: u64,
     cfg: Config,
     ev: *mut ffi::tevent_context,
     /// talloc parent of the pool's tevent fd and timer events.
@@ -224,6 +242,12 @@ enum HelperState {
     },
 }
 
+/// Pools of this process get distinct ids, never reused.
+fn next_pool_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Pool {
     /// A pool for one share; it starts no process before the first request.
     pub fn new(
@@ -238,6 +262,7 @@ impl Pool {
         Rc::new_cyclic(|this| Pool {
             run_action,
             inner: RefCell::new(PoolInner {
+                id: next_pool_id(),
                 cfg,
                 ev,
                 mem,
@@ -334,6 +359,7 @@ impl Pool {
             inner.time_out_queued(now);
             inner.give_up_on_exits(now);
             inner.give_up_on_silent_zygotes(now);
+            inner.send_probes();
             inner.release_buffers(now);
             inner.cull(now);
             for crew in 0..inner.crews.len() {
@@ -349,6 +375,7 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         let inner = self.inner.get_mut();
+        breaker::abandon(inner.id);
         inner.timer = None;
         while !inner.helpers.is_empty() {
             inner.remove_helper(0);
@@ -473,7 +500,7 @@ impl PoolInner {
             return true;
         };
         let chunk = match job.op {
-            Op::Fsync => 0,
+            Op::Fsync | Op::Close => 0,
             _ => (job.len - job.done).min(BUFFER_SIZE),
         };
         let helper = &mut self.helpers[idx];
@@ -511,6 +538,10 @@ impl PoolInner {
             tracing::warn!(pid = helper.process.pid(), error = %e, "helper unreachable");
             self.bury(idx, false);
             return false;
+        }
+        if let Some(job) = self.jobs.get_mut(&id) {
+            // The helper holds the file now: smbd's reference must not be the last.
+            job.handed = None;
         }
         true
     }
@@ -580,6 +611,9 @@ impl PoolInner {
         let Some(job) = self.jobs.get_mut(&id) else {
             return false;
         };
+        if let Some(probe) = &mut job.probe {
+            probe.ticket.answered();
+        }
         job.duration_ns += duration_ns;
         if result >= 0 && !job.req.is_null() {
             let n = result as usize;
@@ -591,7 +625,7 @@ impl PoolInner {
             }
             job.done += n;
             job.progress = Instant::now();
-            let more = job.op != Op::Fsync && n == chunk && job.done < job.len;
+            let more = job.op.moves_data() && n == chunk && job.done < job.len;
             if more {
                 return true;
             }
@@ -635,6 +669,9 @@ impl PoolInner {
     }
 
     fn account(&mut self, job: &Job, result: i64) {
+        if job.probe.is_some() {
+            return;
+        }
         let bytes = if result >= 0 { job.done as u64 } else { 0 };
         match job.op {
             Op::Read => {
@@ -646,6 +683,7 @@ impl PoolInner {
                 self.stats.pwrite_bytes += bytes;
             }
             Op::Fsync => self.stats.fsyncs += 1,
+            Op::Close => {}
         }
     }
 
@@ -700,8 +738,14 @@ impl PoolInner {
         });
     }
 
-    /// Hands job `id` to the next module (its done part stays done).
+    /// Hands job `id` to the next module (its done part stays done); fails it with EIO if
+    /// that would hang smbd (see `breaker`).
     fn fall_back(&mut self, id: JobId) {
+        if self.jobs.get(&id).is_some_and(Job::on_hung_device) {
+            self.stats.hung_refusals += 1;
+            self.fail(id, libc::EIO);
+            return;
+        }
         let Some(job) = self.jobs.remove(&id) else {
             return;
         };
@@ -757,11 +801,11 @@ impl PoolInner {
                     self.stats.culled += 1;
                 }
             }
-            let waiting = self
-                .queue
-                .iter()
-                .any(|id| self.jobs.get(id).is_some_and(|j| j.crew == crew));
+            // Queued, running, or to be sent again once an ended helper exits: the zygote
+            // cannot be started again outside `submit` (it takes the requesting user's ids).
+            let waiting = self.jobs.values().any(|j| j.crew == crew);
             if self.cfg.min_helpers == 0
+                && !breaker::probes_any(self.id)
                 && self.crew_size(crew) == 0
                 && self.crews[crew].spawning() == 0
                 && !waiting
@@ -815,7 +859,9 @@ impl PoolInner {
             .filter(|e| !e.stuck)
             .map(|e| e.deadline)
             .min();
+        let probes = breaker::probes_any(self.id).then(|| Instant::now() + probing::POLL);
         cull.into_iter()
+            .chain(probes)
             .chain(hang)
             .chain(grace)
             .chain(zygotes)

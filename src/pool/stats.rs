@@ -47,6 +47,16 @@ pub struct Stats {
     /// of their SIGKILL (blocked in the kernel, in a hung backend): now, and most at once.
     pub stuck: u64,
     pub stuck_max: u64,
+    /// Devices this pool found hanging (a helper in uninterruptible sleep at its timeout),
+    /// each time it opened their breaker.
+    pub device_hangs: u64,
+    /// Probes sent to see whether a hung device answers again.
+    pub probes: u64,
+    /// Requests and smbd's own calls answered EIO at once because their file is on a device
+    /// that hangs (instead of the next module, or smbd, waiting for it).
+    pub hung_refusals: u64,
+    /// Closes whose last reference went to a helper (file on a hung device).
+    pub closes_handed: u64,
     /// Time from a request's arrival to its completion by a helper (queueing included).
     pub latency: Histogram,
 }
@@ -70,7 +80,8 @@ impl fmt::Display for Stats {
             "preads={} pread_bytes={} pwrites={} pwrite_bytes={} fsyncs={} spawned={} \
              culled={} retries={} fallbacks={} queue_max={} helper_deaths={} hung={} \
              queue_overflows={} inline_preads={} zygotes={} zygote_us_max={} spawn_us_max={} process_limited={} \
-             timeouts={} stuck={} stuck_max={} inline_pwrites={} latency_us_p50={} latency_us_p90={} latency_us_p99={}",
+             timeouts={} stuck={} stuck_max={} inline_pwrites={} latency_us_p50={} latency_us_p90={} latency_us_p99={} \
+             device_hangs={} probes={} hung_refusals={} closes_handed={}",
             self.preads,
             self.pread_bytes,
             self.pwrites,
@@ -95,7 +106,11 @@ impl fmt::Display for Stats {
             self.inline_pwrites,
             self.latency.percentile_us(50.0),
             self.latency.percentile_us(90.0),
-            self.latency.percentile_us(99.0)
+            self.latency.percentile_us(99.0),
+            self.device_hangs,
+            self.probes,
+            self.hung_refusals,
+            self.closes_handed
         )
     }
 }
@@ -129,13 +144,18 @@ mod tests {
             stuck: 20,
             stuck_max: 21,
             inline_pwrites: 22,
+            device_hangs: 23,
+            probes: 24,
+            hung_refusals: 25,
+            closes_handed: 26,
             latency: Histogram::default(),
         };
         assert_eq!(
             s.to_string(),
             "preads=1 pread_bytes=2 pwrites=3 pwrite_bytes=4 fsyncs=5 spawned=6 culled=7 \
              retries=8 fallbacks=9 queue_max=10 helper_deaths=11 hung=12 queue_overflows=13 inline_preads=14 \
-             zygotes=15 zygote_us_max=18 spawn_us_max=16 process_limited=17 timeouts=19 stuck=20 stuck_max=21 inline_pwrites=22 latency_us_p50=0 latency_us_p90=0 latency_us_p99=0"
+             zygotes=15 zygote_us_max=18 spawn_us_max=16 process_limited=17 timeouts=19 stuck=20 stuck_max=21 inline_pwrites=22 latency_us_p50=0 latency_us_p90=0 latency_us_p99=0 \
+             device_hangs=23 probes=24 hung_refusals=25 closes_handed=26"
         );
     }
 

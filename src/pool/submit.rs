@@ -2,10 +2,10 @@
 //! (`nowait`), queueing it for a helper, and handing it to the next module.
 
 use super::nowait::{self, NoWait};
-use super::{Action, Job, JobId, Pool};
+use super::{breaker, Action, Job, JobId, Pool};
 use crate::abi::ffi;
 use crate::parent::credentials::Credentials;
-use crate::pool::ending::FileId;
+use crate::pool::file_id::FileId;
 use crate::protocol::Op;
 use std::ops::ControlFlow;
 use std::os::fd::RawFd;
@@ -62,7 +62,16 @@ impl Pool {
             // No kernel file (a module below serves it), or smbd waits on a tevent
             // context of its own (smb_vfs_fsync_sync polls a fresh one for a synchronous
             // flush) while the pool hears its helpers on smbd's main context, which
-            // nobody runs meanwhile: the next module completes on the context it is given.
+            // nobody runs meanwhile: the next module completes on the context it is given,
+            // unless its file is on a device known to hang, where it would hang smbd.
+            if breaker::open_for(spec.fd) {
+                self.inner.borrow_mut().stats.hung_refusals += 1;
+                return Submitted::Done {
+                    result: -1,
+                    error: libc::EIO,
+                    duration_ns: 0,
+                };
+            }
             return self.refuse(0);
         }
         // SAFETY: the buffer as this function's contract states.
@@ -101,7 +110,7 @@ impl Pool {
 
     /// Queues a job and starts what can start. An answer the pool reached for the job
     /// meanwhile (backpressure, no helper can be made) is returned, not run.
-    fn enqueue(&self, mut job: Job, creds: Credentials) -> Submitted {
+    pub(super) fn enqueue(&self, mut job: Job, creds: Credentials) -> Submitted {
         let req = job.req;
         let (id, own) = {
             let mut inner = self.inner.borrow_mut();
@@ -182,11 +191,12 @@ impl Pool {
     }
 
     /// Whether a read or write on `fd` should first be tried in smbd without blocking:
-    /// not in erratic mode (which exists to delay requests), nor a write to a file where
-    /// a stuck write may still land.
+    /// not in erratic mode (which exists to delay requests), not on a device known to hang
+    /// (even a read from the page cache may update the file's access time, which waits for
+    /// the journal), nor a write to a file where a stuck write may still land.
     fn inline_allowed(&self, op: Op, fd: RawFd) -> bool {
         let inner = self.inner.borrow();
-        if inner.cfg.erratic_testing_mode {
+        if inner.cfg.erratic_testing_mode || breaker::open_for(fd) {
             return false;
         }
         match op {
@@ -199,7 +209,7 @@ impl Pool {
                         file.is_some() && !inner.stuck_write_to(file)
                     })
             }
-            Op::Append | Op::Fsync => false,
+            Op::Append | Op::Fsync | Op::Close => false,
         }
     }
 

@@ -1,6 +1,8 @@
 //! The VFS entry points smbd calls (`ops`), the tevent requests behind them (`request`),
-//! and the function table of each VFS interface (`table`).
+//! smbd's own calls kept off a hung device (`guarded`), and the function table of each VFS
+//! interface (`table`).
 
+pub mod guarded;
 pub mod ops;
 pub mod request;
 pub mod table;

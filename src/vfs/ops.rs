@@ -17,7 +17,7 @@ use std::ptr;
 use std::rc::Rc;
 
 /// The share's pool, kept in `handle->data`.
-unsafe fn pool_of(handle: *mut ffi::vfs_handle_struct) -> Option<Rc<Pool>> {
+pub(super) unsafe fn pool_of(handle: *mut ffi::vfs_handle_struct) -> Option<Rc<Pool>> {
     // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
     unsafe {
         let data = (*handle).data as *const Rc<Pool>;

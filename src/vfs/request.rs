@@ -221,6 +221,8 @@ unsafe fn fall_back(req: *mut ffi::tevent_req, done: usize) {
                 offset,
             ),
             Op::Fsync => (api.smb_vfs_call_fsync_send)(next, mem, state.ev, state.fsp),
+            // Not a request smbd sends (the module's own, see `pool::handover`).
+            Op::Close => ptr::null_mut(),
         };
         if subreq.is_null() {
             fail_now(req, libc::ENOMEM);
@@ -245,6 +247,7 @@ unsafe extern "C" fn fallback_done(subreq: *mut ffi::tevent_req) {
                 Op::Read => (api.pread_recv)(subreq, &mut aio),
                 Op::Write | Op::Append => (api.pwrite_recv)(subreq, &mut aio),
                 Op::Fsync => (api.fsync_recv)(subreq, &mut aio) as isize,
+                Op::Close => -1,
             };
             ffi::aio_fork_talloc_free(subreq as *mut c_void);
             let done = state.done_before_fallback as isize;

@@ -6,7 +6,7 @@
 //! disconnect, which moves every slot the module fills but connect/disconnect). One build
 //! carries one table per shape and picks by `samba_version_string()` at load time.
 
-use super::ops;
+use super::{guarded, ops};
 use crate::abi::ffi;
 use std::ffi::c_void;
 
@@ -74,20 +74,67 @@ pub fn table_for(interface: i32) -> Option<*const c_void> {
     }
 }
 
+/// Every slot the module fills, by its name in `struct vfs_fn_pointers` (as listed in
+/// `samba-headers/filled-slots.txt`), with the function it holds.
+macro_rules! filled {
+    ($each:ident, $arg:tt) => {
+        $each!($arg;
+            connect_fn: ops::connect,
+            disconnect_fn: ops::disconnect,
+            pread_send_fn: ops::pread_send,
+            pread_recv_fn: ops::pread_recv,
+            pwrite_send_fn: ops::pwrite_send,
+            pwrite_recv_fn: ops::pwrite_recv,
+            fsync_send_fn: ops::fsync_send,
+            fsync_recv_fn: ops::fsync_recv,
+            close_fn: guarded::close,
+            pread_fn: guarded::pread,
+            pwrite_fn: guarded::pwrite,
+            fchmod_fn: guarded::fchmod,
+            fchown_fn: guarded::fchown,
+            fntimes_fn: guarded::fntimes,
+            ftruncate_fn: guarded::ftruncate,
+            fallocate_fn: guarded::fallocate,
+            fdopendir_fn: guarded::fdopendir,
+            fget_dos_attributes_fn: guarded::fget_dos_attributes,
+            fset_dos_attributes_fn: guarded::fset_dos_attributes,
+            fgetxattr_fn: guarded::fgetxattr,
+            flistxattr_fn: guarded::flistxattr,
+            fremovexattr_fn: guarded::fremovexattr,
+            fsetxattr_fn: guarded::fsetxattr,
+            openat_fn: guarded::openat,
+            mkdirat_fn: guarded::mkdirat,
+            unlinkat_fn: guarded::unlinkat,
+            fstatat_fn: guarded::fstatat,
+            symlinkat_fn: guarded::symlinkat,
+            linkat_fn: guarded::linkat,
+            mknodat_fn: guarded::mknodat,
+            stat_fn: guarded::stat,
+            lstat_fn: guarded::lstat
+        )
+    };
+}
+
+macro_rules! set_slots {
+    ($t:ident; $($slot:ident: $f:path),*) => { $($t.$slot = Some($f);)* };
+}
+
+macro_rules! list_functions {
+    (_; $($slot:ident: $f:path),*) => { vec![$((stringify!($slot), $f as *const () as usize)),*] };
+}
+
 macro_rules! fill_table {
     ($ty:ty) => {{
         // SAFETY: the table is a struct of nullable pointers; all-zero means "all NULL".
         let mut t: $ty = unsafe { std::mem::zeroed() };
-        t.connect_fn = Some(ops::connect);
-        t.disconnect_fn = Some(ops::disconnect);
-        t.pread_send_fn = Some(ops::pread_send);
-        t.pread_recv_fn = Some(ops::pread_recv);
-        t.pwrite_send_fn = Some(ops::pwrite_send);
-        t.pwrite_recv_fn = Some(ops::pwrite_recv);
-        t.fsync_send_fn = Some(ops::fsync_send);
-        t.fsync_recv_fn = Some(ops::fsync_recv);
+        filled!(set_slots, t);
         t
     }};
+}
+
+/// The name and address of each function the module puts in its tables.
+fn filled_functions() -> Vec<(&'static str, usize)> {
+    filled!(list_functions, _)
 }
 
 fn table_v47() -> ffi::vfs_fn_pointers_v47 {
@@ -111,11 +158,11 @@ fn table_tree() -> ffi::vfs_fn_pointers_tree {
     fill_table!(ffi::vfs_fn_pointers_tree)
 }
 
-/// The slot index of each filled slot of the table smbd gets for `interface`, in the
-/// order connect, disconnect, pread_send, pread_recv, pwrite_send, pwrite_recv,
-/// fsync_send, fsync_recv; and the table's slot count. Read from the very table
-/// `table_for` hands out, so tests can hold it against smbd's binaries.
-pub fn filled_slots(interface: i32) -> Option<(Vec<usize>, usize)> {
+/// Each slot the module fills in the table smbd gets for `interface`, by name (as in
+/// `samba-headers/filled-slots.txt`) and index; and the table's slot count. Read from the
+/// very table `table_for` hands out, so tests can hold it against smbd's headers and
+/// binaries.
+pub fn filled_slots(interface: i32) -> Option<(Vec<(&'static str, usize)>, usize)> {
     #[cfg(aio_fork_tree)]
     if interface == tree::interface() {
         return Some(slot_positions(&table_tree()));
@@ -124,7 +171,7 @@ pub fn filled_slots(interface: i32) -> Option<(Vec<usize>, usize)> {
 }
 
 /// `filled_slots` of the tables in `samba-headers/`, whatever tree the build is in.
-fn builtin_filled_slots(interface: i32) -> Option<(Vec<usize>, usize)> {
+fn builtin_filled_slots(interface: i32) -> Option<(Vec<(&'static str, usize)>, usize)> {
     match interface {
         47 | 48 => Some(slot_positions(&table_v47())),
         49..=51 => Some(slot_positions(&table_v49())),
@@ -134,23 +181,19 @@ fn builtin_filled_slots(interface: i32) -> Option<(Vec<usize>, usize)> {
     }
 }
 
-fn slot_positions<T>(t: &T) -> (Vec<usize>, usize) {
+/// Where each filled function sits in table `t` (`usize::MAX`: nowhere).
+fn slot_positions<T>(t: &T) -> (Vec<(&'static str, usize)>, usize) {
     let n = std::mem::size_of::<T>() / std::mem::size_of::<usize>();
     // SAFETY: the tables are structs of pointer-sized, nullable function pointers.
     let words = unsafe { std::slice::from_raw_parts(t as *const T as *const usize, n) };
-    let ops: [usize; 8] = [
-        ops::connect as *const () as usize,
-        ops::disconnect as *const () as usize,
-        ops::pread_send as *const () as usize,
-        ops::pread_recv as *const () as usize,
-        ops::pwrite_send as *const () as usize,
-        ops::pwrite_recv as *const () as usize,
-        ops::fsync_send as *const () as usize,
-        ops::fsync_recv as *const () as usize,
-    ];
-    let slots = ops
-        .iter()
-        .map(|op| words.iter().position(|w| w == op).unwrap_or(usize::MAX))
+    let slots = filled_functions()
+        .into_iter()
+        .map(|(name, f)| {
+            (
+                name,
+                words.iter().position(|&w| w == f).unwrap_or(usize::MAX),
+            )
+        })
         .collect();
     (slots, n)
 }
@@ -253,31 +296,43 @@ mod tests {
 
     #[test]
     fn our_slots_sit_where_samba_expects_them() {
-        // Indexes from Samba 4.17's struct vfs_fn_pointers (samba-headers/slots-v47.txt),
-        // shifted by the two removed directory slots for interface 49.
+        // Each filled slot at the index its name has in that interface's slot list (from
+        // Samba's struct vfs_fn_pointers), every other slot NULL.
+        for (interface, list) in [
+            (47, include_str!("../../samba-headers/slots-v47.txt")),
+            (49, include_str!("../../samba-headers/slots-v49.txt")),
+            (51, include_str!("../../samba-headers/slots-v49.txt")),
+            (52, include_str!("../../samba-headers/slots-v52.txt")),
+            (53, include_str!("../../samba-headers/slots-v53.txt")),
+        ] {
+            let names: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
+            let (filled, size) = filled_slots(interface).unwrap();
+            assert_eq!(size, names.len(), "interface {interface}");
+            for (name, index) in &filled {
+                assert_eq!(
+                    names.iter().position(|n| n == name),
+                    Some(*index),
+                    "interface {interface}: {name}"
+                );
+            }
+        }
         let t47 = table_v47();
-        let t49 = table_v49();
-        let slots47 = slot_words(&t47);
-        let slots49 = slot_words(&t49);
-        let filled47: Vec<usize> = (0..100).filter(|&i| slots47[i] != 0).collect();
-        let filled49: Vec<usize> = (0..98).filter(|&i| slots49[i] != 0).collect();
-        assert_eq!(filled47, vec![0, 1, 22, 23, 25, 26, 31, 32]);
-        assert_eq!(filled49, vec![0, 1, 20, 21, 23, 24, 29, 30]);
-        // 52: rename_stream_fn after renameat_fn moves fsync by one. 53: open_share_root_fn
-        // after disconnect_fn moves every later slot by one.
-        assert_eq!(
-            filled_slots(52),
-            Some((vec![0, 1, 20, 21, 23, 24, 30, 31], 97))
-        );
-        assert_eq!(
-            filled_slots(53),
-            Some((vec![0, 1, 21, 22, 24, 25, 31, 32], 97))
-        );
-        assert_eq!(
-            filled_slots(47),
-            Some((vec![0, 1, 22, 23, 25, 26, 31, 32], 100))
-        );
-        assert_eq!(filled_slots(51), filled_slots(49));
+        let set = slot_words(&t47).iter().filter(|&&w| w != 0).count();
+        assert_eq!(set, filled_functions().len());
+        // The connect/disconnect and async I/O slots, as Samba 4.17 numbers them.
+        let (filled, _) = filled_slots(47).unwrap();
+        let io: Vec<usize> = filled[..8].iter().map(|(_, i)| *i).collect();
+        assert_eq!(io, vec![0, 1, 22, 23, 25, 26, 31, 32]);
+    }
+
+    #[test]
+    fn the_filled_slots_are_those_the_headers_type() {
+        let listed: Vec<&str> = include_str!("../../samba-headers/filled-slots.txt")
+            .lines()
+            .filter(|l| !l.is_empty())
+            .collect();
+        let ours: Vec<&str> = filled_functions().iter().map(|(n, _)| *n).collect();
+        assert_eq!(ours, listed);
     }
 
     fn slot_words<T>(t: &T) -> Vec<usize> {

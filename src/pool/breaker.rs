@@ -1,0 +1,290 @@
+//! Devices seen to hang, per smbd process: a breaker per file system.
+//!
+//! A helper found in uninterruptible sleep when its request times out is waiting for its
+//! file system (a disk or SAN path that stopped answering, a hung FUSE or NFS backend).
+//! From then on nothing the module does for smbd may wait for that device in smbd's own
+//! threads, where no signal could end the wait and the connection, and smbd's exit, would
+//! hang with it: requests on it go to helpers only (no page-cache try in smbd, never the
+//! next module), smbd's own calls through the module on its files are answered EIO at once
+//! (`vfs::guarded`), and a close hands smbd's last reference to a helper (`Op::Close`).
+//!
+//! The breaker closes again once every helper ended on the device has exited and a probe
+//! is answered: an fsync through a helper of a file on the device, which reaches the device
+//! (on ext4 and XFS an fsync of a clean file still sends a cache flush), within the request
+//! timeout. A probe that times out leaves its helper as one more to wait for.
+//!
+//! The state belongs to smbd's main thread, which makes every VFS call the module sees; the
+//! shares of one connection process share it (one device, many shares).
+
+use super::file_id::FileId;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// A file system, by its device number (`st_dev`).
+pub type Dev = u64;
+
+struct Breaker {
+    /// pidfds of the helpers ended on this device, until they have exited.
+    ended: Vec<OwnedFd>,
+    /// A descriptor of a file on the device, for probes.
+    probe_file: OwnedFd,
+    /// A probe is on its way.
+    probing: bool,
+    /// When the last probe was sent.
+    last_probe: Option<Instant>,
+    /// The pool that sends the probes (0: none; the next pool with a request there takes it).
+    prober: u64,
+    since: Instant,
+}
+
+impl Breaker {
+    /// Forgets ended helpers that have exited; true if none is left.
+    fn all_exited(&mut self) -> bool {
+        self.ended.retain(|pidfd| !exited(pidfd));
+        self.ended.is_empty()
+    }
+}
+
+thread_local! {
+    static BREAKERS: RefCell<HashMap<Dev, Breaker>> = RefCell::new(HashMap::new());
+}
+
+/// Whether any device of this process is known to hang: the cheap test every guarded call
+/// makes first.
+pub fn any_open() -> bool {
+    BREAKERS.with(|b| !b.borrow().is_empty())
+}
+
+/// Whether `dev` is known to hang.
+pub fn is_open(dev: Dev) -> bool {
+    BREAKERS.with(|b| b.borrow().contains_key(&dev))
+}
+
+/// Whether the file open as `fd` (any descriptor, `O_PATH` and `AT_FDCWD` too) is on a
+/// device known to hang. Asks nothing of the file system (see `device_of`).
+pub fn open_for(fd: RawFd) -> bool {
+    any_open() && device_of(fd).is_some_and(is_open)
+}
+
+/// The device of the file open as `fd` (`AT_FDCWD`: the working directory); never waits
+/// for a backend (see `FileId::of`).
+pub fn device_of(fd: RawFd) -> Option<Dev> {
+    FileId::of(fd).map(|f| f.dev())
+}
+
+/// Records that a helper (`pidfd`, just SIGKILLed) hangs in `dev` with the file open as
+/// `file`. Opens the breaker if it was closed; true if it did. `prober`: the pool that saw
+/// it, which probes unless another one does.
+pub fn trip(dev: Dev, pidfd: BorrowedFd, file: RawFd, prober: u64) -> bool {
+    let ended = pidfd.try_clone_to_owned().ok();
+    BREAKERS.with(|b| {
+        let mut b = b.borrow_mut();
+        if let Some(breaker) = b.get_mut(&dev) {
+            breaker.ended.extend(ended);
+            if breaker.prober == 0 {
+                breaker.prober = prober;
+            }
+            return false;
+        }
+        // SAFETY: borrowing smbd's descriptor only for the duration of the dup.
+        let Ok(probe_file) = unsafe { BorrowedFd::borrow_raw(file) }.try_clone_to_owned() else {
+            tracing::error!("cannot keep a descriptor of a hung device to probe it");
+            return false;
+        };
+        tracing::warn!(
+            device = %name(dev),
+            "a helper hangs in the kernel on this device: smbd's own calls on its files \
+             through aio_fork now fail with EIO until it answers again"
+        );
+        b.insert(
+            dev,
+            Breaker {
+                ended: ended.into_iter().collect(),
+                probe_file,
+                probing: false,
+                last_probe: None,
+                prober,
+                since: Instant::now(),
+            },
+        );
+        true
+    })
+}
+
+/// A probe to send: a descriptor of a file on the device, owned by the probe, and the
+/// ticket that reports its outcome when the probe's job ends.
+pub struct Probe {
+    pub file: OwnedFd,
+    pub ticket: Ticket,
+}
+
+/// Reports a probe's outcome to its breaker when dropped: answered (closes it), or not.
+pub struct Ticket {
+    dev: Dev,
+    answered: bool,
+}
+
+impl Ticket {
+    /// The helper answered the probe (success or an error: the device answers).
+    pub fn answered(&mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let (dev, answered) = (self.dev, self.answered);
+        BREAKERS.with(|b| {
+            let mut b = b.borrow_mut();
+            let Some(breaker) = b.get_mut(&dev) else {
+                return;
+            };
+            breaker.probing = false;
+            if answered && breaker.all_exited() {
+                let hung_for = breaker.since.elapsed();
+                b.remove(&dev);
+                tracing::warn!(
+                    device = %name(dev),
+                    hung_for_s = hung_for.as_secs(),
+                    "the device answers again: smbd's calls on it go through"
+                );
+            }
+        })
+    }
+}
+
+/// The probes pool `prober` should send now: for each device it probes (or that nobody
+/// probes and it has a request on, `adopt`), once every helper ended there has exited, no
+/// probe is on its way, and the last one is at least `every` old.
+pub fn probes_due(prober: u64, adopt: &[Dev], every: Duration) -> Vec<(Dev, Probe)> {
+    BREAKERS.with(|b| {
+        let mut due = Vec::new();
+        for (&dev, breaker) in b.borrow_mut().iter_mut() {
+            if breaker.prober == 0 && adopt.contains(&dev) {
+                breaker.prober = prober;
+            }
+            let waited = breaker.last_probe.map_or(true, |t| t.elapsed() >= every);
+            if breaker.prober != prober || breaker.probing || !waited || !breaker.all_exited() {
+                continue;
+            }
+            let Ok(file) = breaker.probe_file.try_clone() else {
+                continue;
+            };
+            breaker.probing = true;
+            breaker.last_probe = Some(Instant::now());
+            let ticket = Ticket {
+                dev,
+                answered: false,
+            };
+            due.push((dev, Probe { file, ticket }));
+        }
+        due
+    })
+}
+
+/// Whether pool `prober` probes any open breaker (it must then wake up to do so).
+pub fn probes_any(prober: u64) -> bool {
+    BREAKERS.with(|b| b.borrow().values().any(|br| br.prober == prober))
+}
+
+/// Pool `prober` is going away: its breakers wait for another pool to probe them.
+pub fn abandon(prober: u64) {
+    BREAKERS.with(|b| {
+        for breaker in b.borrow_mut().values_mut().filter(|br| br.prober == prober) {
+            breaker.prober = 0;
+        }
+    })
+}
+
+/// "major:minor", as admins find the device in /proc/self/mountinfo.
+fn name(dev: Dev) -> String {
+    format!("{}:{}", libc::major(dev), libc::minor(dev))
+}
+
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut pfd = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: one pollfd on our own pidfd, no waiting.
+    let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, 0) };
+    n == 1 && pfd[0].revents & libc::POLLIN != 0
+}
+
+#[cfg(test)]
+pub fn reset() {
+    BREAKERS.with(|b| b.borrow_mut().clear());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::temp_file;
+    use std::os::fd::AsFd;
+
+    /// A pidfd of a child that exits when `release` is dropped (it waits on a pipe).
+    fn child_until_dropped() -> (OwnedFd, std::process::Child, std::process::ChildStdin) {
+        let mut child = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // SAFETY: pidfd_open of our own child.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id(), 0) };
+        assert!(fd >= 0);
+        // SAFETY: a new descriptor we own.
+        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) };
+        let stdin = child.stdin.take().unwrap();
+        (pidfd, child, stdin)
+    }
+
+    #[test]
+    fn a_device_is_open_from_its_trip_until_a_probe_after_every_ended_helper_exited() {
+        reset();
+        let file = temp_file(b"x");
+        let dev = device_of(file.as_raw_fd()).unwrap();
+        assert!(!open_for(file.as_raw_fd()));
+        let (pidfd, mut child, stdin) = child_until_dropped();
+        assert!(trip(dev, pidfd.as_fd(), file.as_raw_fd(), 7));
+        assert!(open_for(file.as_raw_fd()) && is_open(dev) && probes_any(7));
+        // Its helper has not exited: no probe yet.
+        assert!(probes_due(7, &[], Duration::ZERO).is_empty());
+        drop(stdin);
+        child.wait().unwrap();
+        let mut due = probes_due(7, &[], Duration::ZERO);
+        assert_eq!(due.len(), 1);
+        // One probe at a time; other pools do not probe a device that has a prober.
+        assert!(probes_due(7, &[], Duration::ZERO).is_empty());
+        assert!(probes_due(8, &[dev], Duration::ZERO).is_empty());
+        let (_, mut probe) = due.pop().unwrap();
+        assert_eq!(device_of(probe.file.as_raw_fd()), Some(dev));
+        probe.ticket.answered();
+        drop(probe);
+        assert!(!is_open(dev) && !any_open());
+    }
+
+    #[test]
+    fn an_unanswered_probe_keeps_it_open_and_another_pool_adopts_an_abandoned_one() {
+        reset();
+        let file = temp_file(b"x");
+        let dev = device_of(file.as_raw_fd()).unwrap();
+        let (pidfd, mut child, stdin) = child_until_dropped();
+        drop(stdin);
+        child.wait().unwrap();
+        assert!(trip(dev, pidfd.as_fd(), file.as_raw_fd(), 1));
+        assert!(!trip(dev, pidfd.as_fd(), file.as_raw_fd(), 2));
+        let (_, probe) = probes_due(1, &[], Duration::ZERO).pop().unwrap();
+        drop(probe);
+        assert!(is_open(dev));
+        // Not again before `every`.
+        assert!(probes_due(1, &[], Duration::from_secs(60)).is_empty());
+        abandon(1);
+        assert!(!probes_any(1));
+        assert!(probes_due(2, &[], Duration::ZERO).is_empty());
+        assert_eq!(probes_due(2, &[dev], Duration::ZERO).len(), 1);
+        reset();
+    }
+}

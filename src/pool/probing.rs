@@ -1,0 +1,81 @@
+//! The pool's side of the device breakers (see `breaker`): it opens the breaker of a
+//! device whose helper hangs, and sends the probes that close it again.
+
+use super::{breaker, Job, JobId, Pool, PoolInner};
+use crate::protocol::Op;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
+
+/// How often a pool with a breaker to probe wakes up to see whether the helpers ended on
+/// its device have exited (those of other pools wake nobody here).
+pub const POLL: Duration = Duration::from_secs(1);
+
+impl Pool {
+    /// Counts one of smbd's calls answered EIO because its file is on a hung device.
+    pub fn note_hung_refusal(&self) {
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            inner.stats.hung_refusals += 1;
+        }
+    }
+}
+
+impl Job {
+    /// Whether smbd must not serve it itself, nor hand it to the next module: a helper
+    /// hung with it, or its file is on a device known to hang.
+    pub fn on_hung_device(&self) -> bool {
+        self.timed_out || self.file.is_some_and(|f| breaker::is_open(f.dev()))
+    }
+}
+
+impl PoolInner {
+    /// Job `id`'s helper (`pidfd`) hangs in the kernel: its device's breaker opens.
+    pub(super) fn trip_breaker(&mut self, id: JobId, pidfd: RawFd) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let Some(dev) = job.file.map(|f| f.dev()) else {
+            return;
+        };
+        // SAFETY: the helper's pidfd, open while the helper is (the caller holds it).
+        let pidfd = unsafe { BorrowedFd::borrow_raw(pidfd) };
+        // A probe's own file descriptor stays valid while its job lives; smbd's may not.
+        if breaker::trip(dev, pidfd, job.fd, self.id) {
+            self.stats.device_hangs += 1;
+        }
+    }
+
+    /// Queues the probes this pool owes: one per hung device it probes (or has a request
+    /// on, if nobody probes it) whose ended helpers have all exited.
+    pub(super) fn send_probes(&mut self) {
+        if !breaker::any_open() {
+            return;
+        }
+        let mine: Vec<(breaker::Dev, usize)> = self
+            .jobs
+            .values()
+            .filter(|j| j.probe.is_none())
+            .filter_map(|j| Some((j.file?.dev(), j.crew)))
+            .collect();
+        let devices: Vec<breaker::Dev> = mine.iter().map(|(d, _)| *d).collect();
+        for (dev, probe) in breaker::probes_due(self.id, &devices, self.cfg.request_timeout) {
+            // As the user of a request on that device, or of the pool's first crew.
+            let crew = mine
+                .iter()
+                .find(|(d, _)| *d == dev)
+                .map_or(0, |(_, crew)| *crew);
+            if crew >= self.crews.len() {
+                continue;
+            }
+            let fd = probe.file.as_raw_fd();
+            let null = std::ptr::null_mut();
+            let mut job = Job::new(null, Op::Fsync, fd, 0, 0, null as *mut u8, 0);
+            job.crew = crew;
+            job.probe = Some(probe);
+            let id = self.ids.next_job();
+            self.jobs.insert(id, job);
+            self.queue.push_front(id);
+            self.stats.probes += 1;
+            tracing::debug!(device = dev, "probing a hung device");
+        }
+    }
+}
