@@ -74,10 +74,9 @@ pub fn device_of(fd: RawFd) -> Option<Dev> {
     FileId::of(fd).map(|f| f.dev())
 }
 
-/// Records that a helper (`pidfd`, just SIGKILLed) hangs in `dev` with the file open as
-/// `file`. Opens the breaker if it was closed; true if it did. `prober`: the pool that saw
+/// Records that a helper (`pidfd`) hangs in `dev` with the file open as `file`. Opens the breaker if it was closed; true if it did. `prober`: the pool that saw
 /// it, which probes unless another one does.
-pub fn trip(dev: Dev, pidfd: BorrowedFd, file: RawFd, prober: u64) -> bool {
+pub fn trip(dev: Dev, pidfd: BorrowedFd, file: BorrowedFd, prober: u64) -> bool {
     let ended = pidfd.try_clone_to_owned().ok();
     BREAKERS.with(|b| {
         let mut b = b.borrow_mut();
@@ -88,8 +87,7 @@ pub fn trip(dev: Dev, pidfd: BorrowedFd, file: RawFd, prober: u64) -> bool {
             }
             return false;
         }
-        // SAFETY: borrowing smbd's descriptor only for the duration of the dup.
-        let Ok(probe_file) = unsafe { BorrowedFd::borrow_raw(file) }.try_clone_to_owned() else {
+        let Ok(probe_file) = file.try_clone_to_owned() else {
             tracing::error!("cannot keep a descriptor of a hung device to probe it");
             return false;
         };
@@ -199,7 +197,7 @@ pub fn abandon(prober: u64) {
 }
 
 /// "major:minor", as admins find the device in /proc/self/mountinfo.
-fn name(dev: Dev) -> String {
+pub fn name(dev: Dev) -> String {
     format!("{}:{}", libc::major(dev), libc::minor(dev))
 }
 
@@ -248,7 +246,7 @@ mod tests {
         let dev = device_of(file.as_raw_fd()).unwrap();
         assert!(!open_for(file.as_raw_fd()));
         let (pidfd, mut child, stdin) = child_until_dropped();
-        assert!(trip(dev, pidfd.as_fd(), file.as_raw_fd(), 7));
+        assert!(trip(dev, pidfd.as_fd(), file.as_fd(), 7));
         assert!(open_for(file.as_raw_fd()) && is_open(dev) && probes_any(7));
         // Its helper has not exited: no probe yet.
         assert!(probes_due(7, &[], Duration::ZERO).is_empty());
@@ -274,8 +272,8 @@ mod tests {
         let (pidfd, mut child, stdin) = child_until_dropped();
         drop(stdin);
         child.wait().unwrap();
-        assert!(trip(dev, pidfd.as_fd(), file.as_raw_fd(), 1));
-        assert!(!trip(dev, pidfd.as_fd(), file.as_raw_fd(), 2));
+        assert!(trip(dev, pidfd.as_fd(), file.as_fd(), 1));
+        assert!(!trip(dev, pidfd.as_fd(), file.as_fd(), 2));
         let (_, probe) = probes_due(1, &[], Duration::ZERO).pop().unwrap();
         drop(probe);
         assert!(is_open(dev));

@@ -8,8 +8,10 @@
 //! only once it is gone, and later writes to the file it was writing wait for it, so that
 //! they land after its write and never under it.
 
+use super::breaker;
 use super::events::FdWatch;
 use super::file_id::FileId;
+use super::probing::HungFile;
 use super::{Helper, HelperState, JobId, PoolInner, MAX_HELPER_DEATHS};
 use crate::config::TimeoutAction;
 use crate::parent::helper::HelperProcess;
@@ -33,6 +35,8 @@ pub struct Ending {
     pub writing: Option<FileId>,
     /// A request to send again once the helper has exited, if that is by `deadline`.
     pub retry: Option<JobId>,
+    /// The file it was working on, for its device's breaker should it hang.
+    pub file: Option<HungFile>,
     /// Its SIGKILL plus [`EXIT_GRACE`].
     pub deadline: Instant,
     /// Whether it outlived its grace: blocked in the kernel (counted in the stats).
@@ -47,6 +51,7 @@ impl Ending {
         make_watch: impl FnOnce(RawFd) -> Option<FdWatch>,
         writing: Option<FileId>,
         retry: Option<JobId>,
+        file: Option<HungFile>,
     ) -> Option<Ending> {
         let watch = make_watch(helper.process.pidfd())?;
         let Helper {
@@ -64,6 +69,7 @@ impl Ending {
             _watch: watch,
             writing,
             retry,
+            file,
             deadline: Instant::now() + EXIT_GRACE,
             stuck: false,
         })
@@ -75,6 +81,11 @@ impl Ending {
 
     pub fn exited(&self) -> bool {
         self.process.exited()
+    }
+
+    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the helper's pidfd, open as long as `self.process`.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.process.pidfd()) }
     }
 }
 
@@ -129,6 +140,7 @@ impl PoolInner {
             return;
         };
         let in_kernel = waits_in_kernel(helper.process.pid());
+        let file = self.jobs.get(&id).and_then(HungFile::of);
         let (writing, retry) = match self.jobs.get_mut(&id) {
             Some(job) => {
                 job.deaths += 1;
@@ -138,18 +150,17 @@ impl PoolInner {
                     && job.deaths < MAX_HELPER_DEATHS
                     && job.op.is_idempotent()
                     && !job.req.is_null();
-                let writing = job.file.filter(|_| job.op.writes());
-                if in_kernel {
-                    self.trip_breaker(id, helper.process.pidfd());
-                }
-                (writing, retry.then_some(id))
+                (job.file.filter(|_| job.op.writes()), retry.then_some(id))
             }
             None => (None, None),
         };
+        if let (true, Some(file)) = (in_kernel, &file) {
+            self.trip_breaker(file, helper.process.pidfd());
+        }
         helper.process.kill();
         let (ev, mem, this, helper_id) = (self.ev, self.mem, self.this.clone(), helper.id);
         let watch = |pidfd| FdWatch::new(ev, mem, pidfd, this, helper_id);
-        let retried = match Ending::new(helper, watch, writing, retry) {
+        let retried = match Ending::new(helper, watch, writing, retry, file) {
             Some(ending) => {
                 self.ending.push(ending);
                 retry.is_some()
@@ -226,12 +237,13 @@ impl PoolInner {
     /// requests fail instead of being retried.
     pub(super) fn give_up_on_exits(&mut self, now: Instant) {
         let mut failed = Vec::new();
-        for e in self
-            .ending
-            .iter_mut()
-            .filter(|e| !e.stuck && e.deadline <= now)
-        {
+        let mut hung = Vec::new();
+        for (i, e) in self.ending.iter_mut().enumerate() {
+            if e.stuck || e.deadline > now {
+                continue;
+            }
             e.stuck = true;
+            hung.push(i);
             tracing::warn!(
                 pid = e.pid(),
                 "a helper ended for a timeout has not exited: stuck in the kernel (hung \
@@ -241,6 +253,14 @@ impl PoolInner {
         }
         for id in failed {
             self.fail_timed_out(id);
+        }
+        // Not even SIGKILL ends it: it waits for its file system, whose breaker opens.
+        for i in hung {
+            let e = &self.ending[i];
+            if let Some(file) = &e.file {
+                let opened = breaker::trip(file.dev(), e.pidfd(), file.fd(), self.id);
+                self.stats.device_hangs += u64::from(opened);
+            }
         }
         self.note_stuck();
     }

@@ -1,14 +1,41 @@
 //! The pool's side of the device breakers (see `breaker`): it opens the breaker of a
 //! device whose helper hangs, and sends the probes that close it again.
 
-use super::{breaker, Job, JobId, Pool, PoolInner};
+use super::file_id::FileId;
+use super::{breaker, Job, Pool, PoolInner};
 use crate::protocol::Op;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// How often a pool with a breaker to probe wakes up to see whether the helpers ended on
 /// its device have exited (those of other pools wake nobody here).
 pub const POLL: Duration = Duration::from_secs(1);
+
+/// The file an ended helper was working on, kept open: if the helper hangs, the breaker
+/// of its device needs a descriptor there to probe (smbd's own may be closed by then).
+pub struct HungFile {
+    id: FileId,
+    fd: OwnedFd,
+}
+
+impl HungFile {
+    pub fn of(job: &Job) -> Option<HungFile> {
+        let id = job.file?;
+        // SAFETY: the job's descriptor, open while its request (or probe) is alive.
+        let fd = unsafe { BorrowedFd::borrow_raw(job.fd) }
+            .try_clone_to_owned()
+            .ok()?;
+        Some(HungFile { id, fd })
+    }
+
+    pub fn dev(&self) -> breaker::Dev {
+        self.id.dev()
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
 
 impl Pool {
     /// Counts one of smbd's calls answered EIO because its file is on a hung device.
@@ -28,18 +55,12 @@ impl Job {
 }
 
 impl PoolInner {
-    /// Job `id`'s helper (`pidfd`) hangs in the kernel: its device's breaker opens.
-    pub(super) fn trip_breaker(&mut self, id: JobId, pidfd: RawFd) {
-        let Some(job) = self.jobs.get(&id) else {
-            return;
-        };
-        let Some(dev) = job.file.map(|f| f.dev()) else {
-            return;
-        };
+    /// The helper (`pidfd`) working on `file` hangs in the kernel: the device's breaker
+    /// opens.
+    pub(super) fn trip_breaker(&mut self, file: &HungFile, pidfd: RawFd) {
         // SAFETY: the helper's pidfd, open while the helper is (the caller holds it).
         let pidfd = unsafe { BorrowedFd::borrow_raw(pidfd) };
-        // A probe's own file descriptor stays valid while its job lives; smbd's may not.
-        if breaker::trip(dev, pidfd, job.fd, self.id) {
+        if breaker::trip(file.dev(), pidfd, file.fd(), self.id) {
             self.stats.device_hangs += 1;
         }
     }
@@ -75,7 +96,7 @@ impl PoolInner {
             self.jobs.insert(id, job);
             self.queue.push_front(id);
             self.stats.probes += 1;
-            tracing::debug!(device = dev, "probing a hung device");
+            tracing::debug!(device = %breaker::name(dev), "probing a hung device");
         }
     }
 }

@@ -460,7 +460,7 @@ fn pretend_stuck_writing(pool: &Pool, file: RawFd) -> i32 {
     let pid = helper.process.pid();
     let (ev, mem, this, id) = (inner.ev, inner.mem, inner.this.clone(), helper.id);
     let watch = |pidfd| events::FdWatch::new(ev, mem, pidfd, this, id);
-    let ending = ending::Ending::new(helper, watch, file_id::FileId::of(file), None).unwrap();
+    let ending = ending::Ending::new(helper, watch, file_id::FileId::of(file), None, None).unwrap();
     inner.ending.push(ending);
     pid
 }
