@@ -103,6 +103,8 @@ struct Outcome {
     shares: BTreeMap<String, Counters>,
     /// The module's own `aio_fork stats` lines, per share.
     module: BTreeMap<String, Stats>,
+    /// The module's log line on smbd's profile (`profile counters found ...`), if any.
+    found: Option<String>,
 }
 
 #[test]
@@ -175,8 +177,14 @@ fn run_case(ctx: &NsContext, case: &Case, profiling: bool) -> Outcome {
         .iter()
         .map(|s| (s.to_string(), stats::total_for(&smbd.stats(), s)))
         .collect();
+    let log = smbd.log_text();
+    let found = log
+        .lines()
+        .find(|l| l.contains("profile counters found"))
+        .map(|l| l.trim().to_string());
     Outcome {
         name: case.name,
+        found,
         global: parse_text(&text),
         lines: text
             .lines()
@@ -404,6 +412,12 @@ fn check_module_served(ctx: &NsContext, outcome: &Outcome) -> Vec<String> {
     let data = &outcome.module["data"];
     let sync = &outcome.module["sync"];
     let mut problems = Vec::new();
+    if outcome.found.is_none() {
+        problems.push(format!(
+            "{}: the module did not log finding smbd's profile counters",
+            outcome.name
+        ));
+    }
     let mut want = |ok: bool, what: &str| {
         if !ok {
             problems.push(format!(
@@ -448,6 +462,9 @@ fn check_module_served(ctx: &NsContext, outcome: &Outcome) -> Vec<String> {
 fn print_outcomes<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) {
     let release = samba_root::version().unwrap_or_else(|| "host".into());
     for o in outcomes {
+        if let Some(found) = &o.found {
+            println!("PROFILE {release} {}: module: {found}", o.name);
+        }
         println!("PROFILE {release} {}: smbstatus -P", o.name);
         for line in &o.lines {
             println!("PROFILE {release} {}:   {line}", o.name);

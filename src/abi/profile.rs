@@ -86,6 +86,7 @@ pub fn init(version: &str) {
             tracing::debug!(
                 layout = profile.layout.name,
                 releases = profile.layout.releases,
+                magic = format_args!("{:#018x}", profile.layout.magic()),
                 "Samba {version}: profile counters found"
             );
             Some(profile)

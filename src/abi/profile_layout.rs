@@ -344,6 +344,17 @@ pub mod tests {
         assert_eq!(by_name("4.25").unwrap().size(), 16 + 0x14b8);
     }
 
+    /// The magics Debian's smbd stamped on its profile (4.17.12, 4.22.6 and 4.22.11,
+    /// 4.24.8, 4.25.1: logged by the module, which found each layout by it).
+    #[test]
+    fn magics_of_real_smbds() {
+        let magic = |name: &str| by_name(name).unwrap().magic();
+        assert_eq!(magic("4.17"), 0x488d_9dd5_08d8_a280);
+        assert_eq!(magic("4.19"), 0x1ef4_4200_60d7_6662);
+        assert_eq!(magic("4.24"), 0x8f2a_d693_d9de_e87f);
+        assert_eq!(magic("4.25"), 0xe306_389c_30b4_02d2);
+    }
+
     #[test]
     fn magics_differ_per_layout() {
         let magics: Vec<u64> = LAYOUTS.iter().map(Layout::magic).collect();
