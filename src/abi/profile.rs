@@ -114,10 +114,20 @@ enum Missing {
 }
 
 fn find() -> Result<Profile, Missing> {
-    let profile_p: *mut *mut u8 = sym("profile_p").map_err(Missing::NoProfile)?;
-    let state: *mut u8 = sym("smbprofile_state").map_err(Missing::NoProfile)?;
-    let schedule: *mut c_void =
-        sym("smbprofile_dump_schedule_timer").map_err(Missing::NoProfile)?;
+    // SAFETY: dlsym gives the addresses of smbd's exported symbols.
+    unsafe { find_with(&dlsym) }
+}
+
+/// Finds the profile through `lookup` (a symbol's address, if exported).
+///
+/// # Safety
+/// `lookup` answers with the addresses of smbd's symbols of those names (or of objects
+/// with their types, in tests).
+unsafe fn find_with(lookup: &dyn Fn(&str) -> Option<*mut c_void>) -> Result<Profile, Missing> {
+    let sym = |name: &str| lookup(name).ok_or_else(|| format!("smbd does not export '{name}'"));
+    let profile_p = sym("profile_p").map_err(Missing::NoProfile)? as *mut *mut u8;
+    let state = sym("smbprofile_state").map_err(Missing::NoProfile)? as *mut u8;
+    let schedule = sym("smbprofile_dump_schedule_timer").map_err(Missing::NoProfile)?;
     // SAFETY: `profile_p` is smbd's exported `struct profile_stats *` variable.
     let global = unsafe { *profile_p };
     if global.is_null() {
@@ -137,7 +147,7 @@ fn find() -> Result<Profile, Missing> {
         )));
     }
     let persvc_get = if layout.per_share {
-        let f: *mut c_void = sym("smbprofile_persvc_get").map_err(Missing::Unknown)?;
+        let f = sym("smbprofile_persvc_get").map_err(Missing::Unknown)?;
         // SAFETY: smbd's `struct profile_stats *smbprofile_persvc_get(int snum)`.
         Some(unsafe { std::mem::transmute::<*mut c_void, PersvcGet>(f) })
     } else {
@@ -167,14 +177,11 @@ fn find() -> Result<Profile, Missing> {
 }
 
 /// The address of smbd's exported `name`.
-fn sym<T>(name: &str) -> Result<*mut T, String> {
-    let cname = CString::new(name).map_err(|e| e.to_string())?;
+fn dlsym(name: &str) -> Option<*mut c_void> {
+    let cname = CString::new(name).ok()?;
     // SAFETY: dlsym with RTLD_DEFAULT and a valid C string only reads the loader's tables.
     let ptr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, cname.as_ptr()) };
-    if ptr.is_null() {
-        return Err(format!("smbd does not export '{name}'"));
-    }
-    Ok(ptr as *mut T)
+    (!ptr.is_null()).then_some(ptr)
 }
 
 impl Profile {
@@ -258,6 +265,7 @@ unsafe fn add_to(stats: *mut u8, sample: Sample) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::profile_layout::LAYOUTS;
     use std::cell::RefCell;
 
     thread_local! {
@@ -293,6 +301,79 @@ mod tests {
 
     fn words(layout: &Layout) -> usize {
         (layout.global_offset() + layout.size()) / 8
+    }
+
+    /// What `find_with` makes of a fake smbd: `state` holds the profile of `layout` at
+    /// `at`, stamped with `magic`.
+    fn find_fake(layout: &Layout, at: usize, magic: u64, persvc: bool) -> Result<Profile, Missing> {
+        let mut state = vec![0u64; words(layout) + 2];
+        state[at / 8] = magic;
+        // SAFETY: `at` lies inside `state`.
+        let mut profile_p = unsafe { (state.as_mut_ptr() as *mut u8).add(at) };
+        let state_ptr = state.as_mut_ptr() as *mut c_void;
+        let profile_p_ptr = &mut profile_p as *mut *mut u8 as *mut c_void;
+        let lookup = |name: &str| match name {
+            "profile_p" => Some(profile_p_ptr),
+            "smbprofile_state" => Some(state_ptr),
+            "smbprofile_dump_schedule_timer" => Some(count_dump as *mut c_void),
+            "smbprofile_persvc_get" if persvc => Some(share_profile as *mut c_void),
+            _ => None,
+        };
+        // SAFETY: the lookup names objects of the types smbd's symbols have; the result
+        // is only inspected, never written through, once `state` is gone.
+        unsafe { find_with(&lookup) }
+    }
+
+    fn why(found: Result<Profile, Missing>) -> String {
+        match found {
+            Ok(p) => format!("found {}", p.layout.name),
+            Err(Missing::NoProfile(w)) => format!("no profile: {w}"),
+            Err(Missing::Unknown(w)) => format!("unknown: {w}"),
+        }
+    }
+
+    #[test]
+    fn only_a_known_layout_where_it_belongs_is_used() {
+        for layout in &LAYOUTS {
+            let at = layout.global_offset();
+            assert_eq!(
+                why(find_fake(layout, at, layout.magic(), true)),
+                format!("found {}", layout.name)
+            );
+            // A magic no layout has (a counter added, moved or resized).
+            assert!(
+                why(find_fake(layout, at, layout.magic() ^ 1, true)).starts_with("unknown: magic")
+            );
+            // profile_p not where the layout puts it inside smbprofile_state.
+            assert!(
+                why(find_fake(layout, at + 8, layout.magic(), true)).starts_with("unknown: layout")
+            );
+            // Per-share profiles without their function.
+            let without = why(find_fake(layout, at, layout.magic(), false));
+            if layout.per_share {
+                assert!(without.contains("smbprofile_persvc_get"), "{without}");
+            } else {
+                assert_eq!(without, format!("found {}", layout.name));
+            }
+        }
+        // Not set up (not smbd): no profile, nothing to say about layouts.
+        let layout = &LAYOUTS[0];
+        let mut state = vec![0u64; words(layout)];
+        let mut profile_p: *mut u8 = std::ptr::null_mut();
+        let (s, p) = (
+            state.as_mut_ptr() as *mut c_void,
+            &mut profile_p as *mut *mut u8 as *mut c_void,
+        );
+        let lookup = |name: &str| match name {
+            "profile_p" => Some(p),
+            "smbprofile_state" => Some(s),
+            "smbprofile_dump_schedule_timer" => Some(count_dump as *mut c_void),
+            _ => None,
+        };
+        // SAFETY: as in find_fake.
+        assert!(why(unsafe { find_with(&lookup) }).starts_with("no profile"));
+        // SAFETY: as in find_fake.
+        assert!(why(unsafe { find_with(&|_| None) }).starts_with("no profile"));
     }
 
     #[test]
