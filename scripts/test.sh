@@ -34,7 +34,8 @@ cargo test --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
 for rootfs in "${roots[@]}"; do
 	echo "== the smbd tests again, against $(cat "$rootfs/.aio_fork-rootfs-complete") =="
 	AIO_FORK_SAMBA_ROOT=$rootfs cargo test --no-fail-fast \
-		--test transfers --test smbtorture_suites --test culling --test stacking --test security -- "$@" 2>&1 | tee -a "$log" ||
+		--test transfers --test smbtorture_suites --test culling --test stacking --test security \
+		--test profile_counters -- "$@" 2>&1 | tee -a "$log" ||
 		status=$?
 done
 

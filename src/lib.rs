@@ -4,9 +4,9 @@
 //! Layout: the folders say on which side of a process boundary code runs, because that
 //! decides what it may do.
 //! - `abi/`: the edge to smbd's C (bindgen types, smbd functions resolved at load time,
-//!   the panic boundary, the log bridge);
+//!   the panic boundary, the log bridge, Samba's profile counters);
 //! - `vfs/`: the VFS entry points and their function table per VFS interface, the tevent
-//!   requests behind them;
+//!   requests behind them and their entries in Samba's profile;
 //! - `pool/`: the helper pool of one share connection (`Pool::submit`, the one way in:
 //!   done at once in smbd from the page cache, queued for a helper, or the next module's;
 //!   scheduling, policy, process start-up, timed-out helpers, tevent events, counters,
@@ -32,6 +32,7 @@ mod protocol;
 mod test_util;
 mod vfs;
 
+pub use abi::profile_layout::{Layout as ProfileLayout, LAYOUTS as PROFILE_LAYOUTS};
 pub use vfs::table::{filled_slots, interface_for_version};
 
 use abi::{ffi, logging, samba};
@@ -71,6 +72,7 @@ unsafe fn register() -> ffi::NTSTATUS {
         let Some(table) = vfs_table::table_for(interface) else {
             return ffi::NT_STATUS_NOT_SUPPORTED;
         };
+        abi::profile::init(&version);
         let name = module_name();
         let Ok(cname) = CString::new(name.as_str()) else {
             return ffi::NT_STATUS_UNSUCCESSFUL;

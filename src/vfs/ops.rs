@@ -16,20 +16,30 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::ptr;
 use std::rc::Rc;
 
-/// The share's pool, kept in `handle->data`.
+/// What the module keeps per share connection, in `handle->data`.
+struct Share {
+    pool: Rc<Pool>,
+    /// The share's service number (`lp_servicenumber`), smbd's `SNUM(conn)`.
+    snum: i32,
+}
+
+/// The share connection's state.
+unsafe fn share_of<'a>(handle: *mut ffi::vfs_handle_struct) -> Option<&'a Share> {
+    // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
+    unsafe { ((*handle).data as *const Share).as_ref() }
+}
+
+/// The share's pool.
 pub(super) unsafe fn pool_of(handle: *mut ffi::vfs_handle_struct) -> Option<Rc<Pool>> {
     // SAFETY: arguments as smbd's VFS layer passes them (the module's contract).
-    unsafe {
-        let data = (*handle).data as *const Rc<Pool>;
-        data.as_ref().cloned()
-    }
+    unsafe { share_of(handle).map(|s| s.pool.clone()) }
 }
 
 unsafe extern "C" fn free_pool(data: *mut *mut c_void) {
     guard((), || {
-        // SAFETY: smbd passes &handle->data, which holds our Box<Rc<Pool>> or NULL.
+        // SAFETY: smbd passes &handle->data, which holds our Box<Share> or NULL.
         unsafe {
-            let boxed = std::mem::replace(&mut *data, ptr::null_mut()) as *mut Rc<Pool>;
+            let boxed = std::mem::replace(&mut *data, ptr::null_mut()) as *mut Share;
             if !boxed.is_null() {
                 drop(Box::from_raw(boxed));
             }
@@ -68,7 +78,7 @@ pub unsafe extern "C" fn connect(
             let ev = (api.global_event_context)();
             let program = crate::abi::module_file::helper_program(cfg.helper_program.as_deref());
             let pool = Pool::new(share, cfg, program, ev, request::run_action);
-            (*handle).data = Box::into_raw(Box::new(pool)) as *mut c_void;
+            (*handle).data = Box::into_raw(Box::new(Share { pool, snum })) as *mut c_void;
             (*handle).free_data = Some(free_pool);
             0
         }
@@ -105,8 +115,9 @@ unsafe fn send(args: SendArgs) -> *mut ffi::tevent_req {
     guard(ptr::null_mut(), || {
         // SAFETY: args are what smbd passed to the *_send call.
         unsafe {
-            let pool = pool_of(args.handle);
-            request::send(args, pool)
+            let share = share_of(args.handle);
+            let snum = share.map_or(-1, |s| s.snum);
+            request::send(args, share.map(|s| s.pool.clone()), snum)
         }
     })
 }

@@ -8,6 +8,7 @@ use crate::abi::ffi;
 use crate::abi::samba::api;
 use crate::pool::{Action, JobId, Pool, Spec, Submitted};
 use crate::protocol::Op;
+use crate::vfs::profiling::Pending;
 use std::ffi::c_void;
 use std::rc::Rc;
 use std::{mem, ptr};
@@ -32,6 +33,8 @@ pub struct ReqState {
     done_before_fallback: usize,
     result: isize,
     aio: ffi::vfs_aio_state,
+    /// Its entry in Samba's profile, until answered or handed on.
+    profile: Option<Pending>,
 }
 
 /// The arguments of a `*_send` call.
@@ -47,11 +50,11 @@ pub struct SendArgs {
 }
 
 /// Creates the tevent request and starts it. Returns NULL only when talloc fails (smbd
-/// maps that to ENOMEM).
+/// maps that to ENOMEM). `snum` is the share's service number (for Samba's profile).
 ///
 /// # Safety
 /// The arguments are those smbd passed to a `*_send` VFS call.
-pub unsafe fn send(args: SendArgs, pool: Option<Rc<Pool>>) -> *mut ffi::tevent_req {
+pub unsafe fn send(args: SendArgs, pool: Option<Rc<Pool>>, snum: i32) -> *mut ffi::tevent_req {
     // SAFETY: the arguments are those smbd passed to a `*_send` VFS call (the contract).
     unsafe {
         let mut state: *mut c_void = ptr::null_mut();
@@ -79,6 +82,7 @@ pub unsafe fn send(args: SendArgs, pool: Option<Rc<Pool>>) -> *mut ffi::tevent_r
                     error: 0,
                     duration: 0,
                 },
+                profile: Pending::begin(args.op, args.len, snum),
             },
         );
         ffi::aio_fork_set_destructor(state, Some(state_destructor));
@@ -135,8 +139,17 @@ unsafe fn finish_now(req: *mut ffi::tevent_req, result: isize, error: i32, durat
     // SAFETY: per this function's contract: a live request made by `send` (state: ReqState).
     unsafe {
         set_result(req, result, error, duration_ns);
+        answered(req, duration_ns);
         ffi::aio_fork_req_done(req);
         let _ = ffi::tevent_req_post(req, state_of(req).ev);
+    }
+}
+
+/// The module answered the request itself: Samba's profile counts it here.
+unsafe fn answered(req: *mut ffi::tevent_req, io_ns: u64) {
+    // SAFETY: per this function's contract: a live request made by `send` (state: ReqState).
+    if let Some(profile) = unsafe { state_of(req) }.profile.take() {
+        profile.served(io_ns);
     }
 }
 
@@ -177,6 +190,7 @@ pub fn run_action(action: Action) {
             // removes its actions in `Pool::forget`).
             unsafe {
                 set_result(req, result, error, duration_ns);
+                answered(req, duration_ns);
                 ffi::aio_fork_req_done(req);
             }
         }
@@ -192,6 +206,10 @@ unsafe fn fall_back(req: *mut ffi::tevent_req, done: usize) {
         let state = state_of(req);
         state.job = None;
         state.done_before_fallback = done;
+        // The next module counts what it serves.
+        if let Some(profile) = state.profile.take() {
+            profile.handed_on(done);
+        }
         let api = api();
         let next = (*state.handle).next;
         let mem = state as *mut ReqState as *mut c_void;
@@ -299,6 +317,10 @@ unsafe extern "C" fn state_destructor(ptr: *mut c_void) -> libc::c_int {
             let state = ptr as *mut ReqState;
             if let (Some(pool), Some(job)) = ((*state).pool.as_ref(), (*state).job) {
                 pool.forget(job, (*state).req);
+            }
+            // Freed unanswered (client gone): counted as Samba counts its own.
+            if let Some(profile) = (*state).profile.take() {
+                profile.served(0);
             }
             ptr::drop_in_place(state);
         }
