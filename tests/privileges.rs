@@ -65,6 +65,7 @@ fn a_users_quota_holds_as_on_a_plain_share() {
         "a_users_quota_holds_as_on_a_plain_share",
         Duration::from_secs(600),
         &[QUOTA_DISK_MIB; 2],
+        &["fs/quota/quota_tree", "fs/quota/quota_v2"],
         quota_holds,
     );
 }

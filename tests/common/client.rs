@@ -165,6 +165,11 @@ impl Session {
         guard.lines[start..end].to_vec()
     }
 
+    /// The smbclient process.
+    pub fn client_pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the session printed so far.
     pub fn transcript(&self) -> String {
         self.output

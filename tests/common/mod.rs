@@ -16,6 +16,8 @@
 //! - [`stats`]: parses the module's `aio_fork stats ...` log lines.
 //! - [`data`]: pseudo-random files and byte-for-byte comparison.
 //! - [`images`]: loop-mounted file systems (ext4, XFS) for shares.
+//! - [`guest`]: inside a user-mode Linux guest: device-mapper disks, the kernel's SMB
+//!   client, smbd threads in uninterruptible sleep.
 //! - [`setid`]: a user's write into a root-owned set-id file, as on a plain share.
 //! - [`users`]: extra Unix users (namespace-private /etc/passwd) and SMB users.
 //! - [`python`]: clients on Samba's Python bindings (odd requests, concurrency).
@@ -31,6 +33,7 @@ pub mod cluster;
 pub mod data;
 pub mod expected;
 pub mod faults;
+pub mod guest;
 pub mod images;
 pub mod module;
 pub mod namespace;

@@ -145,19 +145,27 @@ fn inner_env(module: &Module, workdir: &Path, install: &Install) -> Vec<(&'stati
 
 /// The user-mode Linux kernel of Debian's `user-mode-linux` package.
 const UML_KERNEL: &str = "linux.uml";
-/// What a guest needs besides the kernel: module loading (the quota format is a module)
-/// and the quota tools.
-const UML_TOOLS: [&str; 4] = [UML_KERNEL, "insmod", "setquota", "repquota"];
+/// What a guest needs besides the kernel: module loading (quota formats, device-mapper
+/// targets and the SMB client are modules).
+const UML_TOOLS: [&str; 2] = [UML_KERNEL, "insmod"];
 /// Its memory: smbd, the test's files (on the guest's tmpfs) and its caches.
 const UML_MEMORY: &str = "mem=1536M";
 
 /// Runs `body` as `run_in_namespace` does, but under a Linux kernel of its own: Debian's
 /// user-mode Linux, booted on the host's root file system (hostfs, read and written as
-/// root), for kernel features the host's kernel may lack (disk quotas: CONFIG_QFMT_V2).
-/// `disks` sparse files of the given sizes in MiB are the guest's block devices
-/// /dev/ubda, /dev/ubdb, ...; the scratch directory the body gets is a tmpfs of the
-/// guest (unix sockets do not work on hostfs). The guest powers off after the body.
-pub fn run_in_uml(test_name: &str, limit: Duration, disks: &[u64], body: impl FnOnce(&NsContext)) {
+/// root), for kernel features the host's kernel may lack (disk quotas: CONFIG_QFMT_V2;
+/// device-mapper targets; the kernel's SMB client). `disks` sparse files of the given sizes
+/// in MiB are the guest's block devices /dev/ubda, /dev/ubdb, ...; `modules` (paths below
+/// the kernel's `kernel/` directory, without `.ko`) are loaded with what they depend on.
+/// The scratch directory the body gets is a tmpfs of the guest (unix sockets do not work
+/// on hostfs). The guest powers off after the body.
+pub fn run_in_uml(
+    test_name: &str,
+    limit: Duration,
+    disks: &[u64],
+    modules: &[&str],
+    body: impl FnOnce(&NsContext),
+) {
     if env::var_os(ENV_IN_NS).is_some() {
         run_in_namespace(test_name, limit, body);
         return;
@@ -178,10 +186,14 @@ pub fn run_in_uml(test_name: &str, limit: Duration, disks: &[u64], body: impl Fn
     let mut script = String::from("#!/bin/sh\n");
     script.push_str(&format!(
         "export PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
-         mount -t proc proc /proc && mount -t sysfs sys /sys && mount -t tmpfs tmpfs /dev/shm\n\
-         for m in quota_tree quota_v2; do insmod /usr/lib/uml/modules/$(uname -r)/kernel/fs/quota/$m.ko; done\n\
+         mount -t proc proc /proc && mount -t sysfs sys /sys\n\
+         mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm\n\
+         [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd\n\
+         {UML_LOAD}\
+         for m in {modules}; do load kernel/$m.ko; done\n\
          mkdir -p {guest} && mount -t tmpfs -o size=1G tmpfs {guest}\n\
          cd {cwd}\n",
+        modules = modules.join(" "),
         guest = shell_quote(guest_dir.as_os_str()),
         cwd = shell_quote(env::current_dir().expect("cwd").as_os_str()),
     ));
@@ -235,6 +247,12 @@ pub fn run_in_uml(test_name: &str, limit: Duration, disks: &[u64], body: impl Fn
     );
     check_inner(test_name, &out, limit);
 }
+
+/// A guest's `load MODULE`: insmod of a module after what it depends on (from
+/// modules.dep), each once.
+const UML_LOAD: &str = "dir=/usr/lib/uml/modules/$(uname -r)\n\
+    load() { for d in $(grep \"^$1:\" $dir/modules.dep | cut -d: -f2 | tr ' ' '\\n' | tac); do load $d; done; \
+    grep -qx \"$1\" /dev/shm/.loaded 2>/dev/null || { insmod $dir/$1 && echo $1 >> /dev/shm/.loaded; }; }\n";
 
 /// `text` in single quotes for sh.
 fn shell_quote(text: &std::ffi::OsStr) -> String {

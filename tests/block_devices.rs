@@ -1,0 +1,655 @@
+//! Real disks under the shares, in a user-mode Linux guest (its kernel has the
+//! device-mapper targets and the SMB client the host's may lack), driven by the Linux
+//! kernel's SMB client and by smbclient.
+//!
+//! - `a_hung_disk_never_hangs_the_share`: disk A (a device-mapper device) holds a plain
+//!   share and an aio share (`request timeout = 3`, reads through helpers); disk B an aio
+//!   share on the same SMB session as A's. With files held open by the kernel client, A is
+//!   suspended (`dmsetup suspend --noflush`: every I/O waits, uninterruptibly, as on a dead
+//!   disk or a lost SAN path) while the client reads, writes and fsyncs, then closes. Then A
+//!   answers again; then it answers only after 5 s (dm-delay, past the timeout) and smbd is
+//!   shut down. The aio share must answer each request with an error within the timeout +
+//!   2 s, go on serving disk B on the same connection and other clients, finish tree
+//!   disconnects, logoffs, client disconnects and smbd's shutdown within 5 s, never have
+//!   a thread of its connection processes in uninterruptible sleep (sampled every 50 ms),
+//!   serve again once A answers, and lose no acknowledged data. The plain share goes
+//!   through the same steps; what it does is printed beside, not judged.
+//!
+//! Every case prints `DISK SUMMARY` lines.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::client::{self, Session};
+use common::data;
+use common::guest::{self, DSample, DSampler, Dm};
+use common::namespace::{run_in_uml, NsContext};
+use common::procs::{self, HELPER_COMM};
+use common::python;
+use common::run;
+use common::smbd::{Smbd, SmbdBuilder};
+use common::stats;
+
+const MIB: u64 = 1 << 20;
+/// `aio_fork:request timeout` of the aio share on disk A, in seconds.
+const TIMEOUT: f64 = 3.0;
+/// Within this an aio request on a hung disk must be answered.
+const ERROR_BOUND: f64 = TIMEOUT + 2.0;
+/// Within this disconnects and exits must complete while the disk hangs.
+const EXIT_BOUND: Duration = Duration::from_secs(5);
+const DISK_OPS: &str = "tests/clients/disk_ops.py";
+/// Where disk_ops.py reads and writes (see there).
+const READ_AT: u64 = 8 * MIB;
+const WRITE_AT: u64 = MIB;
+
+#[test]
+fn a_hung_disk_never_hangs_the_share() {
+    run_in_uml(
+        "a_hung_disk_never_hangs_the_share",
+        Duration::from_secs(480),
+        &[256, 128],
+        guest::MODULES,
+        hung_disk,
+    );
+}
+
+/// Disk A under a device-mapper device, ext4 on both disks, the shares on them, files.
+struct Rig {
+    smbd: Smbd,
+    disk_a: Dm,
+    /// Per share, the files as written (for comparisons).
+    sources: PathBuf,
+    mounts: PathBuf,
+    sectors_a: u64,
+}
+
+fn rig(ctx: &NsContext) -> Rig {
+    let w = &ctx.workdir;
+    let sectors_a = guest::sectors(&guest::disk(0));
+    let disk_a = Dm::create("disk_a", &linear(sectors_a));
+    guest::ext4(&disk_a.path(), &w.join("disk_a"));
+    guest::ext4(&guest::disk(1), &w.join("disk_b"));
+    let smbd = SmbdBuilder::without_shares(&w.join("smbd"))
+        .share("plain", &[])
+        .share(
+            "aio",
+            &[
+                ("vfs objects", "aio_fork"),
+                ("aio_fork:request timeout", "3"),
+                ("aio_fork:inline cached reads", "no"),
+            ],
+        )
+        .share("aio_b", &[("vfs objects", "aio_fork")])
+        .start();
+    for (share, disk) in [("plain", "disk_a"), ("aio", "disk_a"), ("aio_b", "disk_b")] {
+        guest::bind(&w.join(disk).join(share), &smbd.share_path(share));
+    }
+    let sources = w.join("sources");
+    fs::create_dir_all(&sources).expect("sources dir");
+    data::write_random_file(&sources.join("read.bin"), 16 * MIB, 1);
+    data::write_random_file(&sources.join("write.bin"), 4 * MIB, 2);
+    for share in ["plain", "aio"] {
+        for file in ["read.bin", "write.bin"] {
+            fs::copy(sources.join(file), smbd.share_path(share).join(file)).expect("seed");
+        }
+    }
+    let mounts = w.join("mnt");
+    // aio and aio_b share one SMB session (one smbd process); plain has its own.
+    let opts = "vers=3.1.1,cache=none,rsize=8388608,wsize=8388608";
+    guest::mount_cifs(&smbd, "aio", &mounts.join("aio"), opts);
+    guest::mount_cifs(&smbd, "aio_b", &mounts.join("aio_b"), opts);
+    guest::mount_cifs(
+        &smbd,
+        "plain",
+        &mounts.join("plain"),
+        &format!("{opts},nosharesock"),
+    );
+    Rig {
+        smbd,
+        disk_a,
+        sources,
+        mounts,
+        sectors_a,
+    }
+}
+
+fn linear(sectors: u64) -> String {
+    format!("0 {sectors} linear {} 0", guest::disk(0).display())
+}
+
+/// disk_ops.py on one mounted share: its lines as they come, with their arrival time.
+struct OpsClient {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<(Instant, String)>,
+    seen: Vec<String>,
+}
+
+impl OpsClient {
+    fn start(dir: &Path) -> OpsClient {
+        let mut cmd = Command::new(python::PYTHON);
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(DISK_OPS))
+            .arg(dir)
+            .arg(READ_AT.to_string())
+            .arg(WRITE_AT.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = run::spawn(&mut cmd);
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut client = OpsClient {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        };
+        assert!(
+            client.wait_for("ready", Duration::from_secs(60)),
+            "disk_ops.py on {} did not get ready: {:?}",
+            dir.display(),
+            client.seen
+        );
+        client
+    }
+
+    fn go(&mut self) {
+        writeln!(self.stdin, "go")
+            .and_then(|_| self.stdin.flush())
+            .expect("go");
+    }
+
+    /// Takes lines until one equals `last`; whether it came within `timeout`.
+    fn wait_for(&mut self, last: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((_, line)) => {
+                    let done = line == last;
+                    self.seen.push(line);
+                    if done {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Each op's fields (`status`, `secs`, `end`), by op name.
+    fn ops(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.seen
+            .iter()
+            .filter_map(|l| {
+                let fields: BTreeMap<String, String> = l
+                    .split_whitespace()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                Some((fields.get("op")?.clone(), fields))
+            })
+            .collect()
+    }
+
+    fn summary(&self) -> String {
+        let ops = self.ops();
+        ["read", "write", "fsync", "close_read", "close_write"]
+            .iter()
+            .map(|op| match ops.get(*op) {
+                Some(f) => format!("{op}={} {}s", f["status"], f["secs"]),
+                None => format!("{op}=waiting"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hung_disk(ctx: &NsContext) {
+    python::check();
+    let rig = rig(ctx);
+    let smbd = &rig.smbd;
+    let mut failures: Vec<String> = Vec::new();
+    let pids = guest::share_pids(smbd);
+    let pid_of = |share: &str| pids.iter().find(|(s, _)| s == share).map(|(_, p)| *p);
+    let (aio_pid, plain_pid) = (pid_of("aio").expect("aio"), pid_of("plain").expect("plain"));
+    assert_eq!(
+        pid_of("aio_b"),
+        Some(aio_pid),
+        "the kernel client should serve aio and aio_b on one session: {pids:?}"
+    );
+    let mut aio_processes = vec![aio_pid];
+
+    // a. The disk stops answering while the kernel client reads, writes, fsyncs, closes.
+    let mut aio = OpsClient::start(&rig.mounts.join("aio"));
+    let mut plain = OpsClient::start(&rig.mounts.join("plain"));
+    let sessions: Vec<Session> = (0..3)
+        .map(|_| Session::open(smbd, "aio", Duration::from_secs(30)))
+        .collect();
+    aio_processes.extend(sessions.iter().map(|s| s.server_pid));
+    guest::drop_caches();
+    let sampler = DSampler::start();
+    rig.disk_a.suspend();
+    let hung_at = Instant::now();
+    aio.go();
+    plain.go();
+    let aio_done = aio.wait_for("done", Duration::from_secs(30));
+    println!(
+        "DISK SUMMARY suspend share=aio done={aio_done} {} (after {:.1} s)",
+        aio.summary(),
+        hung_at.elapsed().as_secs_f64()
+    );
+    judge_ops("suspend", &aio, aio_done, &mut failures);
+
+    // Disk B on the same connection, and another client, while A hangs.
+    failures.extend(disk_b_serves(&rig, "suspend"));
+    // A tree disconnect, a logoff and a killed client, each after a read that hung.
+    failures.extend(disconnects_while_hung(sessions));
+
+    // b. A answers again.
+    rig.disk_a.resume();
+    let resumed = Instant::now();
+    let plain_done = plain.wait_for("done", Duration::from_secs(60));
+    println!(
+        "DISK SUMMARY suspend share=plain done={plain_done} {} (answered {:.1} s after the \
+         resume)",
+        plain.summary(),
+        resumed.elapsed().as_secs_f64()
+    );
+    let helpers_left = guest::wait_until(Duration::from_secs(15), || helpers_in_d().is_empty());
+    let serves_again = reads_back(&rig, Duration::from_secs(20));
+    println!(
+        "DISK SUMMARY resume stuck_helpers_exited={helpers_left} aio_serves_again_after={}",
+        serves_again.map_or("never".to_string(), |d| format!("{:.2} s", d.as_secs_f64()))
+    );
+    if !helpers_left {
+        failures.push(format!(
+            "helpers still in D 15 s after the resume: {:?}",
+            helpers_in_d()
+        ));
+    }
+    if serves_again.is_none() {
+        failures
+            .push("the aio share did not serve read.bin again within 20 s of the resume".into());
+    }
+    for share in ["plain", "aio"] {
+        failures.extend(data_intact(&rig, share));
+    }
+    aio.kill();
+    plain.kill();
+
+    // c. A answers only after 5 s, past the request timeout; smbd is shut down meanwhile.
+    failures.extend(slow_disk_and_shutdown(&rig, &mut aio_processes));
+
+    let (samples, rounds) = sampler.finish();
+    failures.extend(judge_samples(&samples, rounds, &aio_processes, plain_pid));
+    failures.extend(judge_counters(smbd));
+    if smbd.log_text().contains("PANIC") {
+        failures.push("smbd panicked (see its log)".into());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n  {}\n{}",
+        failures.len(),
+        failures.join("\n  "),
+        smbd.log_tail(60)
+    );
+}
+
+/// The aio client's ops on the hung disk: each answered within the bound; the read of
+/// uncached data and the fsync (nothing can be made durable) with an error; a write may
+/// succeed (into the page cache). Closes within the exit bound.
+fn judge_ops(phase: &str, client: &OpsClient, done: bool, failures: &mut Vec<String>) {
+    if !done {
+        failures.push(format!(
+            "{phase}: the aio client did not finish: {}",
+            client.summary()
+        ));
+        return;
+    }
+    let ops = client.ops();
+    for (op, must_fail) in [("read", true), ("write", false), ("fsync", true)] {
+        let f = &ops[op];
+        let secs: f64 = f["secs"].parse().unwrap_or(f64::INFINITY);
+        if (must_fail && f["status"] == "ok") || secs > ERROR_BOUND {
+            failures.push(format!(
+                "{phase}: aio {op} answered {} after {secs} s; want {} within {ERROR_BOUND} s",
+                f["status"],
+                if must_fail { "an error" } else { "an answer" }
+            ));
+        }
+    }
+    for op in ["close_read", "close_write"] {
+        let secs: f64 = ops[op]["secs"].parse().unwrap_or(f64::INFINITY);
+        if secs > EXIT_BOUND.as_secs_f64() {
+            failures.push(format!("{phase}: aio {op} took {secs} s"));
+        }
+    }
+}
+
+/// While A hangs: a file written and read back through disk B's share on the hung
+/// connection, and a put and get by another client.
+fn disk_b_serves(rig: &Rig, phase: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    let side = rig.sources.join("side.bin");
+    data::write_random_file(&side, 2 * MIB, 7);
+    let start = Instant::now();
+    let copy = run::run(
+        Command::new("sh").arg("-c").arg(format!(
+            "cp {src} {dst} && sync {dst} && cmp {src} {dst}",
+            src = side.display(),
+            dst = rig.mounts.join("aio_b").join("side.bin").display()
+        )),
+        Duration::from_secs(20),
+    );
+    let same_conn = start.elapsed().as_secs_f64();
+    let back = rig.sources.join("side.back");
+    let start = Instant::now();
+    let put = client::smbclient(
+        &rig.smbd,
+        "aio_b",
+        &format!(
+            "put {} other.bin; get other.bin {}",
+            side.display(),
+            back.display()
+        ),
+        Duration::from_secs(20),
+    );
+    let other = start.elapsed().as_secs_f64();
+    let other_ok = put.success() && data::compare_files(&side, &back).is_ok();
+    println!(
+        "DISK SUMMARY {phase} disk_b same_connection={} {same_conn:.2} s other_client={} \
+         {other:.2} s",
+        if copy.success() { "ok" } else { "FAILED" },
+        if other_ok { "ok" } else { "FAILED" },
+    );
+    if !copy.success() {
+        failures.push(format!(
+            "{phase}: disk B on the hung connection:\n{}",
+            copy.describe()
+        ));
+    }
+    if !other_ok {
+        failures.push(format!(
+            "{phase}: disk B from another client:\n{}",
+            put.describe()
+        ));
+    }
+    failures
+}
+
+/// Three smbclient sessions on the aio share each start a read of read.bin (which hangs
+/// until the timeout); then one disconnects its tree, one logs off, and one client is
+/// killed while its read is still waiting. Each must be done within 5 s.
+fn disconnects_while_hung(sessions: Vec<Session>) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut handles = Vec::new();
+    for (mut session, action) in sessions.into_iter().zip(["tdis", "logoff", "kill"]) {
+        handles.push(thread::spawn(move || {
+            let pid = session.server_pid;
+            if action == "kill" {
+                // Start a read that hangs, then end the client under it.
+                let client = session.client_pid();
+                let reading = thread::spawn(move || {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        session.run("get read.bin /dev/null", Duration::from_secs(8))
+                    }));
+                });
+                thread::sleep(Duration::from_secs(1));
+                let start = Instant::now();
+                run::signal(client, libc::SIGKILL);
+                let gone = guest::wait_until(EXIT_BOUND * 2, || guest::gone(pid));
+                let took = start.elapsed();
+                let _ = reading.join();
+                return (
+                    action,
+                    "(killed while reading)".to_string(),
+                    gone,
+                    took,
+                    pid,
+                );
+            }
+            let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                session.run("get read.bin /dev/null", Duration::from_secs(15))
+            }));
+            let Ok(got) = got else {
+                let never = "(no answer within 15 s)".to_string();
+                return (action, never, false, Duration::from_secs(15), pid);
+            };
+            let got = got.join(" ");
+            let start = Instant::now();
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                session.run(action, EXIT_BOUND * 3)
+            }))
+            .is_ok();
+            (action, got, done, start.elapsed(), pid)
+        }));
+    }
+    for h in handles {
+        let (action, got, ok, took, pid) = h.join().expect("session thread");
+        println!(
+            "DISK SUMMARY suspend share=aio {action}: {:.2} s (process {pid}) after a read that \
+             got: {}",
+            took.as_secs_f64(),
+            got.trim()
+        );
+        if took > EXIT_BOUND || !ok {
+            failures.push(format!(
+                "{action} on the hung aio share took {took:.2?} (done={ok})"
+            ));
+        }
+    }
+    failures
+}
+
+/// Reads read.bin back through the aio mount until it succeeds; how long that took.
+fn reads_back(rig: &Rig, within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let ok = guest::wait_until(within, || {
+        run::run(
+            Command::new("cmp")
+                .arg(rig.sources.join("read.bin"))
+                .arg(rig.mounts.join("aio").join("read.bin")),
+            Duration::from_secs(10),
+        )
+        .success()
+    });
+    ok.then(|| start.elapsed())
+}
+
+/// On disk, after the disk answered again: read.bin as written; write.bin as written,
+/// with its first 64 KiB the client's and each 4 KiB of the hung write either the old or
+/// the new bytes (a write answered with an error may still have landed).
+fn data_intact(rig: &Rig, share: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    let dir = rig.smbd.share_path(share);
+    if let Err(e) = data::compare_files(&rig.sources.join("read.bin"), &dir.join("read.bin")) {
+        failures.push(format!("{share}: read.bin changed: {e}"));
+    }
+    let old = fs::read(rig.sources.join("write.bin")).expect("source");
+    let now = fs::read(dir.join("write.bin")).expect("write.bin");
+    let first = pattern(1, 64 * 1024);
+    let new = pattern(2, MIB as usize);
+    let (w0, w1) = (WRITE_AT as usize, (WRITE_AT + MIB) as usize);
+    let mut landed = 0;
+    let ok = now.len() == old.len()
+        && now[..first.len()] == first[..]
+        && now[first.len()..w0] == old[first.len()..w0]
+        && now[w1..] == old[w1..]
+        && now[w0..w1].chunks(4096).enumerate().all(|(i, c)| {
+            let at = i * 4096;
+            landed += usize::from(c == &new[at..at + c.len()]);
+            c == &new[at..at + c.len()] || c == &old[w0 + at..w0 + at + c.len()]
+        });
+    println!("DISK SUMMARY data share={share} intact={ok} hung_write_blocks_landed={landed}/256");
+    if !ok {
+        failures.push(format!("{share}: write.bin holds bytes nobody wrote"));
+    }
+    failures
+}
+
+/// disk_ops.py's `pattern`.
+fn pattern(tag: u64, size: usize) -> Vec<u8> {
+    (0..size as u64)
+        .step_by(8)
+        .flat_map(|i| ((tag << 40) | i).to_le_bytes())
+        .collect()
+}
+
+/// Disk A delayed by 5 s per I/O: the kernel client's requests on the aio share fail
+/// within the bound; then smbd is shut down with a read of the aio share outstanding, and
+/// every aio connection process must end within 5 s.
+fn slow_disk_and_shutdown(rig: &Rig, aio_processes: &mut Vec<u32>) -> Vec<String> {
+    let mut failures = Vec::new();
+    let smbd = &rig.smbd;
+    let mut aio = OpsClient::start(&rig.mounts.join("aio"));
+    let mut plain = OpsClient::start(&rig.mounts.join("plain"));
+    let mut session = Session::open(smbd, "aio", Duration::from_secs(30));
+    aio_processes.push(session.server_pid);
+    guest::drop_caches();
+    let delay = format!(
+        "0 {} delay {} 0 5000",
+        rig.sectors_a,
+        guest::disk(0).display()
+    );
+    rig.disk_a.replace(&delay);
+    let slow_at = Instant::now();
+    aio.go();
+    plain.go();
+    let aio_done = aio.wait_for("done", Duration::from_secs(30));
+    println!(
+        "DISK SUMMARY delay share=aio done={aio_done} {} (after {:.1} s)",
+        aio.summary(),
+        slow_at.elapsed().as_secs_f64()
+    );
+    judge_ops("delay", &aio, aio_done, &mut failures);
+    failures.extend(disk_b_serves(rig, "delay"));
+
+    let pid = session.server_pid;
+    let reading = thread::spawn(move || {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            session.run("get write.bin /dev/null", Duration::from_secs(10))
+        }));
+    });
+    thread::sleep(Duration::from_millis(500));
+    let live: Vec<u32> = aio_processes
+        .iter()
+        .copied()
+        .filter(|&p| !guest::gone(p))
+        .collect();
+    let start = Instant::now();
+    run::signal(smbd.pid(), libc::SIGTERM);
+    let all_gone = guest::wait_until(EXIT_BOUND, || live.iter().all(|&p| guest::gone(p)));
+    let took = start.elapsed();
+    let plain_pids: Vec<u32> = smbd.connections();
+    println!(
+        "DISK SUMMARY delay smbd_shutdown aio_processes={live:?} gone={all_gone} after \
+         {:.2} s; smbd processes left: {plain_pids:?}",
+        took.as_secs_f64()
+    );
+    if !all_gone {
+        failures.push(format!(
+            "smbd's shutdown with the disk slow: aio processes {live:?} not all gone within 5 s"
+        ));
+    }
+    let _ = reading.join();
+    let plain_done = plain.wait_for("done", Duration::from_secs(40));
+    println!(
+        "DISK SUMMARY delay share=plain done={plain_done} {}",
+        plain.summary()
+    );
+    rig.disk_a.replace(&linear(rig.sectors_a));
+    let _ = pid;
+    aio.kill();
+    plain.kill();
+    failures
+}
+
+/// No thread of an aio connection process was ever seen in uninterruptible sleep, but
+/// for the moment a new process is copied (`posix_spawn` of the module's zygote waits
+/// until the child has exec'd its program, which is not on the shares' disks).
+fn judge_samples(samples: &[DSample], rounds: u64, aio: &[u32], plain: u32) -> Vec<String> {
+    let spawning =
+        |s: &&DSample| s.stack.contains("copy_process") || s.stack.contains("kernel_clone");
+    let aio_d: Vec<&DSample> = samples.iter().filter(|s| aio.contains(&s.pid)).collect();
+    let (aio_spawn, aio_disk): (Vec<&DSample>, Vec<&DSample>) =
+        aio_d.into_iter().partition(spawning);
+    let mut plain_waits: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.pid == plain) {
+        *plain_waits.entry(s.wchan.as_str()).or_default() += 1;
+    }
+    println!(
+        "DISK SUMMARY d_state rounds={rounds} (every 50 ms) aio_processes={aio:?} \
+         samples_in_d={} (spawning a process: {}) | plain_process={plain} samples_in_d={} \
+         {plain_waits:?}",
+        aio_disk.len(),
+        aio_spawn.len(),
+        plain_waits.values().sum::<usize>()
+    );
+    if aio_disk.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "aio connection threads seen in D: {:?}",
+            &aio_disk[..aio_disk.len().min(5)]
+        )]
+    }
+}
+
+/// The module's counters tell what happened on disk A's aio share.
+fn judge_counters(smbd: &Smbd) -> Vec<String> {
+    let all = stats::at_disconnect(&smbd.all_stats());
+    let s = stats::total_for(&all, "aio");
+    let line = format!(
+        "hung={} timeouts={} stuck_max={} retries={} fallbacks={} device_hangs={} probes={} \
+         hung_refusals={} closes_handed={}",
+        s.hung,
+        s.other("timeouts"),
+        s.other("stuck_max"),
+        s.retries,
+        s.fallbacks,
+        s.other("device_hangs"),
+        s.other("probes"),
+        s.other("hung_refusals"),
+        s.other("closes_handed"),
+    );
+    println!("DISK SUMMARY counters share=aio lines={} {line}", s.lines);
+    let mut failures = Vec::new();
+    if s.other("device_hangs") == 0 || s.other("probes") == 0 || s.hung < 2 {
+        failures.push(format!("aio counters do not show the hangs: {line}"));
+    }
+    if s.fallbacks > 0 {
+        failures.push(format!("aio requests went to the next module: {line}"));
+    }
+    failures
+}
+
+/// Helper processes in uninterruptible sleep.
+fn helpers_in_d() -> Vec<u32> {
+    procs::snapshot()
+        .into_iter()
+        .filter(|p| p.comm == HELPER_COMM && p.state == 'D')
+        .map(|p| p.pid)
+        .collect()
+}
