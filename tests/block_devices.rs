@@ -15,6 +15,17 @@
 //!   serve again once A answers, and lose no acknowledged data. The plain share goes
 //!   through the same steps; what it does is printed beside, not judged.
 //!
+//! - `kernel_client_data_as_on_a_plain_share`: a plain and an aio share on one ext4 disk,
+//!   each mounted by the kernel's SMB client twice (SMB 3.1.1 with `cache=none`, SMB 3.0
+//!   with `cache=strict`; 8 MiB rsize/wsize). On each mount the same seeded workloads
+//!   (`tests/clients/cifs_workload.py`: sequential and random writes and reads, O_DIRECT on
+//!   cache=none, writes through a mapping on cache=strict, parallel writers and readers,
+//!   truncate/extend/sparse files, fsync, a large copy back and forth) check every byte
+//!   they read back, and fio verifies its own writes; then, with the guest's caches
+//!   dropped, every file is read back through the aio share and compared with the disk,
+//!   and the two shares' files must be equal. The stats line must show helpers served reads
+//!   and writes.
+//!
 //! Every case prints `DISK SUMMARY` lines.
 
 mod common;
@@ -49,6 +60,17 @@ const DISK_OPS: &str = "tests/clients/disk_ops.py";
 /// Where disk_ops.py reads and writes (see there).
 const READ_AT: u64 = 8 * MIB;
 const WRITE_AT: u64 = MIB;
+
+#[test]
+fn kernel_client_data_as_on_a_plain_share() {
+    run_in_uml(
+        "kernel_client_data_as_on_a_plain_share",
+        Duration::from_secs(600),
+        &[768],
+        guest::MODULES,
+        kernel_client_data,
+    );
+}
 
 #[test]
 fn a_hung_disk_never_hangs_the_share() {
@@ -652,4 +674,151 @@ fn helpers_in_d() -> Vec<u32> {
         .filter(|p| p.comm == HELPER_COMM && p.state == 'D')
         .map(|p| p.pid)
         .collect()
+}
+
+const WORKLOAD: &str = "tests/clients/cifs_workload.py";
+/// The kernel client's mounts of each share: a label, its options, the `cache=` mode.
+const CLIENT_MOUNTS: [(&str, &str, &str); 2] = [
+    (
+        "smb311_none",
+        "vers=3.1.1,cache=none,rsize=8388608,wsize=8388608",
+        "none",
+    ),
+    (
+        "smb30_strict",
+        "vers=3.0,cache=strict,rsize=8388608,wsize=8388608",
+        "strict",
+    ),
+];
+
+fn kernel_client_data(ctx: &NsContext) {
+    let w = &ctx.workdir;
+    guest::ext4(&guest::disk(0), &w.join("disk"));
+    let smbd = SmbdBuilder::without_shares(&w.join("smbd"))
+        .share("plain", &[])
+        .share("aio", &[("vfs objects", "aio_fork")])
+        .start();
+    for share in ["plain", "aio"] {
+        guest::bind(&w.join("disk").join(share), &smbd.share_path(share));
+    }
+    let mut failures = Vec::new();
+    for (seed, (label, options, cache)) in CLIENT_MOUNTS.iter().enumerate() {
+        for share in ["plain", "aio"] {
+            let mount = w.join("mnt").join(format!("{share}.{label}"));
+            guest::mount_cifs(&smbd, share, &mount, options);
+            let dir = mount.join(label);
+            fs::create_dir_all(&dir).expect("workload dir");
+            let start = Instant::now();
+            let out = run::run(
+                python::command(&Path::new(env!("CARGO_MANIFEST_DIR")).join(WORKLOAD))
+                    .arg(&dir)
+                    .arg((seed + 1).to_string())
+                    .arg(cache),
+                Duration::from_secs(240),
+            );
+            let fio = fio_verify(&dir, *cache);
+            println!(
+                "DISK SUMMARY kernel_client share={share} mount={label} ({options}) {:.1} s: \
+                 {} | fio verify: {}",
+                start.elapsed().as_secs_f64(),
+                out.stdout.split_whitespace().collect::<Vec<_>>().join(" "),
+                if fio.success() { "ok" } else { "FAILED" }
+            );
+            if !out.success() {
+                failures.push(format!(
+                    "{share} {label}: workloads failed:\n{}",
+                    out.describe()
+                ));
+            }
+            if !fio.success() {
+                failures.push(format!(
+                    "{share} {label}: fio --verify failed:\n{}",
+                    fio.describe()
+                ));
+            }
+        }
+    }
+    // Cold: every file read back through the aio share's cache=none mount, and each
+    // share's files equal to the other's.
+    guest::drop_caches();
+    let aio_mount = w.join("mnt").join(format!("aio.{}", CLIENT_MOUNTS[0].0));
+    let mut compared = 0;
+    for (label, _, _) in CLIENT_MOUNTS {
+        let files = fs::read_dir(smbd.share_path("aio").join(label)).expect("aio files");
+        for file in files.filter_map(Result::ok).filter(|f| f.path().is_file()) {
+            let name = file.file_name();
+            let on_disk = file.path();
+            let through_share = aio_mount.join(label).join(&name);
+            if let Err(e) = data::compare_files(&on_disk, &through_share) {
+                failures.push(format!("cold read of aio {label}/{name:?}: {e}"));
+            }
+            let plain = smbd.share_path("plain").join(label).join(&name);
+            if let Err(e) = data::compare_files(&plain, &on_disk) {
+                failures.push(format!(
+                    "{label}/{name:?} differs between plain and aio: {e}"
+                ));
+            }
+            compared += 1;
+        }
+    }
+    for (label, _, _) in CLIENT_MOUNTS {
+        for share in ["plain", "aio"] {
+            let _ = guest::unmount(
+                &w.join("mnt").join(format!("{share}.{label}")),
+                Duration::from_secs(30),
+            );
+        }
+    }
+    smbd.wait_idle(Duration::from_secs(30));
+    let aio = stats::total_for(&stats::at_disconnect(&smbd.all_stats()), "aio");
+    let helper_reads = aio.preads.saturating_sub(aio.other("inline_preads"));
+    let helper_writes = aio.pwrites.saturating_sub(aio.other("inline_pwrites"));
+    println!(
+        "DISK SUMMARY kernel_client files_compared={compared} aio: preads={} (through helpers \
+         {helper_reads}) pwrites={} (through helpers {helper_writes}) fsyncs={} fallbacks={}",
+        aio.preads, aio.pwrites, aio.fsyncs, aio.fallbacks
+    );
+    if compared < 12 {
+        failures.push(format!("only {compared} files compared"));
+    }
+    if helper_reads == 0 || helper_writes == 0 {
+        failures.push(format!(
+            "helpers served reads {helper_reads} and writes {helper_writes}"
+        ));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n  {}\n{}",
+        failures.len(),
+        failures.join("\n  "),
+        smbd.log_tail(40)
+    );
+}
+
+/// fio writes files in `dir/fio` at random, then reads and checks them (crc32c).
+fn fio_verify(dir: &Path, cache: &str) -> run::Output {
+    let fio_dir = dir.join("fio");
+    fs::create_dir_all(&fio_dir).expect("fio dir");
+    let direct = if cache == "none" { "1" } else { "0" };
+    let out = run::run(
+        common::tools::command("fio")
+            .args([
+                "--name=verify",
+                "--rw=randwrite",
+                "--bsrange=4k-1m",
+                "--size=12m",
+                "--numjobs=2",
+                "--ioengine=psync",
+                "--verify=crc32c",
+                "--do_verify=1",
+                "--verify_fatal=1",
+                "--fsync_on_close=1",
+                "--minimal",
+            ])
+            .arg(format!("--direct={direct}"))
+            .arg(format!("--directory={}", fio_dir.display())),
+        Duration::from_secs(240),
+    );
+    let _ = fs::remove_dir_all(&fio_dir);
+    out
 }
