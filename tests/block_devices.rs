@@ -716,7 +716,7 @@ fn kernel_client_data(ctx: &NsContext) {
                     .arg(cache),
                 Duration::from_secs(240),
             );
-            let fio = fio_verify(&dir, *cache);
+            let fio = fio_verify(&dir, cache);
             println!(
                 "DISK SUMMARY kernel_client share={share} mount={label} ({options}) {:.1} s: \
                  {} | fio verify: {}",
