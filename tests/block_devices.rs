@@ -26,6 +26,16 @@
 //!   and the two shares' files must be equal. The stats line must show helpers served reads
 //!   and writes.
 //!
+//! - `a_failing_disk_fails_as_on_a_plain_share`: bad sectors (dm-dust) in a file of each
+//!   share: reading it gives the client the same error on the aio share as on the plain
+//!   one (smbclient and the kernel client), the disk sees no more reads for it than for the
+//!   plain share's (no retry storm), and other files keep working.
+//! - `durable_writes_survive_a_power_cut`: what a client was told is durable — written,
+//!   then flushed (SMB2 FLUSH), or written to a `sync always` share — is on the disk when
+//!   the guest's power is cut right after (sysrq o: no sync, page cache lost), on both
+//!   shares. Data written without a flush just before is lost at least once: the cut is
+//!   real.
+//!
 //! Every case prints `DISK SUMMARY` lines.
 
 mod common;
@@ -36,13 +46,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::client::{self, Session};
 use common::data;
 use common::guest::{self, DSample, DSampler, Dm};
-use common::namespace::{run_in_uml, NsContext};
+use common::namespace::{run_in_uml, run_in_uml_until_cut, NsContext, CUT_MARK};
 use common::procs::{self, HELPER_COMM};
 use common::python;
 use common::run;
@@ -61,8 +72,17 @@ const DISK_OPS: &str = "tests/clients/disk_ops.py";
 const READ_AT: u64 = 8 * MIB;
 const WRITE_AT: u64 = MIB;
 
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The guests run one at a time: the hung-disk case times bounds of a few seconds, and
+/// each guest takes a core.
+fn one_guest_at_a_time() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn kernel_client_data_as_on_a_plain_share() {
+    let _one = one_guest_at_a_time();
     run_in_uml(
         "kernel_client_data_as_on_a_plain_share",
         Duration::from_secs(600),
@@ -73,7 +93,33 @@ fn kernel_client_data_as_on_a_plain_share() {
 }
 
 #[test]
+fn a_failing_disk_fails_as_on_a_plain_share() {
+    let _one = one_guest_at_a_time();
+    run_in_uml(
+        "a_failing_disk_fails_as_on_a_plain_share",
+        Duration::from_secs(300),
+        &[256],
+        guest::MODULES,
+        failing_disk,
+    );
+}
+
+#[test]
+fn durable_writes_survive_a_power_cut() {
+    let _one = one_guest_at_a_time();
+    run_in_uml_until_cut(
+        "durable_writes_survive_a_power_cut",
+        Duration::from_secs(300),
+        &[256],
+        guest::MODULES,
+        power_cut,
+        after_the_cut,
+    );
+}
+
+#[test]
 fn a_hung_disk_never_hangs_the_share() {
+    let _one = one_guest_at_a_time();
     run_in_uml(
         "a_hung_disk_never_hangs_the_share",
         Duration::from_secs(480),
@@ -821,4 +867,241 @@ fn fio_verify(dir: &Path, cache: &str) -> run::Output {
     );
     let _ = fs::remove_dir_all(&fio_dir);
     out
+}
+
+fn failing_disk(ctx: &NsContext) {
+    let w = &ctx.workdir;
+    let sectors = guest::sectors(&guest::disk(0));
+    let dust = Dm::create(
+        "dust",
+        &format!("0 {sectors} dust {} 0 512", guest::disk(0).display()),
+    );
+    guest::ext4(&dust.path(), &w.join("disk"));
+    let smbd = SmbdBuilder::without_shares(&w.join("smbd"))
+        .share("plain", &[])
+        .share("aio", &[("vfs objects", "aio_fork")])
+        .start();
+    let shares = ["plain", "aio"];
+    let good = w.join("good.bin");
+    data::write_random_file(&good, 2 * MIB, 3);
+    for share in shares {
+        guest::bind(&w.join("disk").join(share), &smbd.share_path(share));
+        let dir = smbd.share_path(share);
+        data::write_random_file(&dir.join("bad.bin"), 2 * MIB, 4);
+        fs::copy(&good, dir.join("good.bin")).expect("good file");
+    }
+    guest::drop_caches();
+    // Bad sectors 1 MiB into each share's bad.bin.
+    for share in shares {
+        let extents = guest::file_sectors(&smbd.share_path(share).join("bad.bin"));
+        let (first, _) = *extents.first().expect("bad.bin has blocks");
+        for s in 0..8 {
+            dust.message(&["addbadblock", &(first + 2048 + s).to_string()]);
+        }
+    }
+    dust.message(&["enable"]);
+    let mount = w.join("mnt");
+    let mut failures = Vec::new();
+    let mut outcome = BTreeMap::new();
+    for share in shares {
+        guest::mount_cifs(&smbd, share, &mount.join(share), "vers=3.1.1,cache=none");
+    }
+    for share in shares {
+        guest::drop_caches();
+        let before = dust.reads_completed();
+        let get = client::smbclient(
+            &smbd,
+            share,
+            &format!("get bad.bin {}", w.join(format!("{share}.got")).display()),
+            Duration::from_secs(60),
+        );
+        let smbclient_reads = dust.reads_completed() - before;
+        let status = get
+            .combined()
+            .split_whitespace()
+            .find(|t| t.starts_with("NT_STATUS_"))
+            .unwrap_or("NT_STATUS_OK")
+            .to_string();
+        guest::drop_caches();
+        let before = dust.reads_completed();
+        let cat = run::run(
+            Command::new("cat").arg(mount.join(share).join("bad.bin")),
+            Duration::from_secs(60),
+        );
+        let kernel_reads = dust.reads_completed() - before;
+        let kernel = if cat.success() {
+            "ok".to_string()
+        } else {
+            cat.stderr
+                .trim()
+                .rsplit(": ")
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        let other = client::smbclient(
+            &smbd,
+            share,
+            &format!("get good.bin {}", w.join(format!("{share}.good")).display()),
+            Duration::from_secs(60),
+        );
+        let other_ok =
+            other.success() && data::compare_files(&good, &w.join(format!("{share}.good"))).is_ok();
+        println!(
+            "DISK SUMMARY failing share={share} smbclient_get={status} (disk reads \
+             {smbclient_reads}) kernel_client_read={kernel} (disk reads {kernel_reads}) \
+             other_file={}",
+            if other_ok { "ok" } else { "FAILED" }
+        );
+        if !other_ok {
+            failures.push(format!("{share}: good.bin:\n{}", other.describe()));
+        }
+        outcome.insert(share, (status, kernel, smbclient_reads, kernel_reads));
+    }
+    let (p, a) = (&outcome["plain"], &outcome["aio"]);
+    if p.0 == "NT_STATUS_OK" || p.1 == "ok" {
+        failures.push(format!(
+            "the bad sectors gave no error on the plain share: {p:?}"
+        ));
+    }
+    if a.0 != p.0 || a.1 != p.1 {
+        failures.push(format!(
+            "aio answered {a:?}, plain {p:?}: not the same error"
+        ));
+    }
+    for (what, mine, theirs) in [("smbclient", a.2, p.2), ("kernel client", a.3, p.3)] {
+        if mine > 2 * theirs + 16 {
+            failures.push(format!(
+                "{what}: the aio share's read made {mine} disk reads, the plain share's {theirs}"
+            ));
+        }
+    }
+    let all = stats::at_disconnect(&smbd.all_stats());
+    let aio = stats::total_for(&all, "aio");
+    println!(
+        "DISK SUMMARY failing counters share=aio retries={} fallbacks={} hung={}",
+        aio.retries, aio.fallbacks, aio.hung
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n  {}\n{}",
+        failures.len(),
+        failures.join("\n  "),
+        smbd.log_tail(40)
+    );
+}
+
+/// The shares of the power-cut test: each a file written and flushed, or written to a
+/// `sync always` share; and (plain, aio) a file written without a flush.
+const CUT_SHARES: [(&str, &[(&str, &str)]); 4] = [
+    ("plain", &[]),
+    ("aio", &[("vfs objects", "aio_fork")]),
+    ("plain_sync", &[("sync always", "yes")]),
+    (
+        "aio_sync",
+        &[("vfs objects", "aio_fork"), ("sync always", "yes")],
+    ),
+];
+
+fn power_cut(ctx: &NsContext, record: &Path) {
+    let w = &ctx.workdir;
+    // A long commit interval: only what is flushed reaches the disk before the cut.
+    guest::ext4_with(&guest::disk(0), &w.join("disk"), "commit=60");
+    let mut builder = SmbdBuilder::without_shares(&w.join("smbd"));
+    for (share, options) in CUT_SHARES {
+        builder = builder.share(share, options);
+    }
+    let smbd = builder.start();
+    let mut seed = 10;
+    for (share, _) in CUT_SHARES {
+        guest::bind(&w.join("disk").join(share), &smbd.share_path(share));
+        let mount = w.join("mnt").join(share);
+        guest::mount_cifs(&smbd, share, &mount, "vers=3.1.1,cache=none");
+        // Written through the share; the flush (or sync always) makes it durable.
+        seed += 1;
+        let source = record.join(format!("{share}.durable.bin"));
+        data::write_random_file(&source, 3 * MIB, seed);
+        let sync = if share.ends_with("_sync") {
+            ""
+        } else {
+            " && sync {dst}"
+        };
+        let out = run::run(
+            Command::new("sh").arg("-c").arg(format!(
+                "cp {src} {dst}{sync}",
+                src = source.display(),
+                dst = mount.join("durable.bin").display(),
+                sync = sync.replace("{dst}", &mount.join("durable.bin").display().to_string())
+            )),
+            Duration::from_secs(60),
+        );
+        assert!(out.success(), "{share}: durable write:\n{}", out.describe());
+    }
+    // Not flushed: lost in a real cut.
+    for share in ["plain", "aio"] {
+        seed += 1;
+        let source = record.join(format!("{share}.volatile.bin"));
+        data::write_random_file(&source, MIB, seed);
+        fs::copy(&source, w.join("mnt").join(share).join("volatile.bin")).expect("volatile");
+    }
+    fs::write(record.join(CUT_MARK), "").expect("cut mark");
+    println!("DISK SUMMARY power_cut: cutting the power now");
+    let _ = fs::write("/proc/sysrq-trigger", "o");
+    thread::sleep(Duration::from_secs(30));
+    panic!("the guest did not power off");
+}
+
+/// After the cut: the journal replayed (e2fsck), every durable file is on the disk, byte
+/// for byte.
+fn after_the_cut(record: &Path, disks: &[PathBuf]) {
+    let image = &disks[0];
+    let fsck = run::run(
+        common::tools::command("e2fsck").arg("-fy").arg(image),
+        Duration::from_secs(120),
+    );
+    // 0: clean, 1: errors corrected (a replayed journal counts).
+    let fsck_code = fsck.status.and_then(|s| s.code());
+    let mut failures = Vec::new();
+    if !matches!(fsck_code, Some(0 | 1)) {
+        failures.push(format!("e2fsck after the cut:\n{}", fsck.describe()));
+    }
+    let mut volatile_lost = 0;
+    for (share, _) in CUT_SHARES {
+        for kind in ["durable", "volatile"] {
+            let expected = record.join(format!("{share}.{kind}.bin"));
+            if !expected.exists() {
+                continue;
+            }
+            let found = record.join(format!("{share}.{kind}.found"));
+            let _ = run::run(
+                common::tools::command("debugfs")
+                    .arg("-R")
+                    .arg(format!("dump -p /{share}/{kind}.bin {}", found.display()))
+                    .arg(image),
+                Duration::from_secs(60),
+            );
+            let same = data::compare_files(&expected, &found);
+            println!(
+                "DISK SUMMARY power_cut share={share} {kind}.bin on disk after the cut: {}",
+                match &same {
+                    Ok(()) => "intact".to_string(),
+                    Err(e) => format!("NOT intact ({e})"),
+                }
+            );
+            match (kind, same) {
+                ("durable", Err(e)) => failures.push(format!("{share}: durable.bin lost: {e}")),
+                ("volatile", Err(_)) => volatile_lost += 1,
+                _ => {}
+            }
+        }
+    }
+    if volatile_lost == 0 {
+        failures.push("no unflushed write was lost: the power cut did not cut".into());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
 }

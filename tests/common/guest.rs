@@ -132,9 +132,39 @@ impl Drop for Dm {
 
 /// ext4 on `dev`, mounted at `dir` (made if missing).
 pub fn ext4(dev: &Path, dir: &Path) {
+    ext4_with(dev, dir, "defaults");
+}
+
+/// ext4 on `dev`, mounted at `dir` with mount `options`.
+pub fn ext4_with(dev: &Path, dir: &Path, options: &str) {
     sh("mkfs.ext4", &["-q", "-F", &dev.to_string_lossy()]);
     fs::create_dir_all(dir).expect("mount point");
-    sh("mount", &[&dev.to_string_lossy(), &dir.to_string_lossy()]);
+    sh(
+        "mount",
+        &[
+            "-o",
+            options,
+            &dev.to_string_lossy(),
+            &dir.to_string_lossy(),
+        ],
+    );
+}
+
+/// The 512-byte sectors of the device a file occupies, extent by extent (`filefrag`).
+pub fn file_sectors(path: &Path) -> Vec<(u64, u64)> {
+    let out = sh("filefrag", &["-v", "-b512", &path.to_string_lossy()]);
+    // "   0:        0..    2047:      34816..     36863:   2048: ..."
+    out.stdout
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(':').map(str::trim).collect();
+            if fields.len() < 4 || fields[0].parse::<u64>().is_err() {
+                return None;
+            }
+            let (start, end) = fields[2].split_once("..")?;
+            Some((start.trim().parse().ok()?, end.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// Bind-mounts `from` over `to` (a share's directory onto a directory of a disk).

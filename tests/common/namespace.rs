@@ -170,12 +170,74 @@ pub fn run_in_uml(
         run_in_namespace(test_name, limit, body);
         return;
     }
+    let guest = boot_guest(test_name, limit, disks, modules);
+    let exit = fs::read_to_string(guest.workdir.join("exit-code")).unwrap_or_default();
+    let _ = fs::remove_dir_all(&guest.workdir);
+    assert_eq!(
+        exit.trim(),
+        "0",
+        "test `{test_name}` failed in its user-mode Linux guest (exit {:?}; output above)",
+        exit.trim()
+    );
+    check_inner(test_name, &guest.out, limit);
+}
+
+/// As `run_in_uml`, for a body that ends by cutting the guest's power (it never returns):
+/// `body` gets, besides the context, a directory on the host's file system that outlives
+/// the guest, where it records what it expects to find on the disks; after the guest is
+/// gone, `verify` gets that directory and the disk images. The body must create
+/// `CUT_MARK` in it just before the cut.
+pub fn run_in_uml_until_cut(
+    test_name: &str,
+    limit: Duration,
+    disks: &[u64],
+    modules: &[&str],
+    body: impl FnOnce(&NsContext, &Path),
+    verify: impl FnOnce(&Path, &[PathBuf]),
+) {
+    if env::var_os(ENV_IN_NS).is_some() {
+        let ctx = enter();
+        let record = ctx.workdir.parent().expect("guest dir").join("record");
+        body(&ctx, &record);
+        println!("\n{DONE_MARK} {test_name}");
+        return;
+    }
+    let guest = boot_guest(test_name, limit, disks, modules);
+    let record = guest.workdir.join("record");
+    let cut = record.join(CUT_MARK).exists();
+    if cut {
+        verify(&record, &guest.disks);
+    }
+    let _ = fs::remove_dir_all(&guest.workdir);
+    assert!(
+        !guest.out.timed_out,
+        "test `{test_name}` did not finish within {limit:?}"
+    );
+    assert!(
+        cut,
+        "test `{test_name}`: the guest ended without cutting its power (output above)"
+    );
+}
+
+/// The file a power-cut body creates in its record directory right before the cut.
+pub const CUT_MARK: &str = "power-cut";
+
+/// A finished guest: its scratch directory (on the host), disks and console output.
+struct GuestRun {
+    workdir: PathBuf,
+    disks: Vec<PathBuf>,
+    out: run::Output,
+}
+
+/// Boots a guest that runs test `test_name` inside it (see `run_in_uml`).
+fn boot_guest(test_name: &str, limit: Duration, disks: &[u64], modules: &[&str]) -> GuestRun {
     for tool in UML_TOOLS {
         tools::path_of(tool);
     }
     let (module, workdir, exe) = prepare_outer(test_name);
     let kernel = tools::command(UML_KERNEL);
     let guest_dir = workdir.join("guest");
+    fs::create_dir_all(workdir.join("record")).expect("record dir");
     let mut env = inner_env(&module, &guest_dir, &Install::OverAioFork);
     env.extend(
         ["PATH", "HOME", "RUST_BACKTRACE"]
@@ -229,23 +291,21 @@ pub fn run_in_uml(
     ])
     .arg(format!("init={}", init.display()))
     .args(["con=null", "con0=null,fd:1"]);
+    let mut images = Vec::new();
     for (i, mib) in disks.iter().enumerate() {
         let disk = workdir.join(format!("disk{i}.img"));
         fs::File::create(&disk)
             .and_then(|f| f.set_len(mib << 20))
             .expect("create a guest disk");
         cmd.arg(format!("ubd{i}={}", disk.display()));
+        images.push(disk);
     }
     let out = run::run_echo(&mut cmd, limit);
-    let exit = fs::read_to_string(&exit_file).unwrap_or_default();
-    let _ = fs::remove_dir_all(&workdir);
-    assert_eq!(
-        exit.trim(),
-        "0",
-        "test `{test_name}` failed in its user-mode Linux guest (exit {:?}; output above)",
-        exit.trim()
-    );
-    check_inner(test_name, &out, limit);
+    GuestRun {
+        workdir,
+        disks: images,
+        out,
+    }
 }
 
 /// A guest's `load MODULE`: insmod of a module after what it depends on (from
