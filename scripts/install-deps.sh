@@ -19,6 +19,7 @@ packages=(
 	debootstrap      # the root file systems of the other Samba releases the tests run
 	xfsprogs         # mkfs.xfs: XFS shares in tests/inline_writes.rs and the benchmark (RWF_NOWAIT writes)
 	user-mode-linux kmod quota # a Linux guest with disk quotas (the host kernel may lack a quota format): tests/privileges.rs
+	dmsetup cifs-utils fio e2fsprogs # the guest's device-mapper disks, the kernel's SMB client, fio --verify, e2fsck/debugfs after a power cut: tests/block_devices.rs
 	binutils         # objdump: tests/abi_binaries.rs reads each release's smbd
 	dpkg-dev man-db  # the Debian package (cargo-deb's dpkg-shlibdeps) and its man page test
 	fonts-dejavu-core # labels in the benchmark's PNG chart
