@@ -1,17 +1,20 @@
 //! Devices seen to hang, per smbd process: a breaker per file system.
 //!
-//! A helper found in uninterruptible sleep when its request times out is waiting for its
-//! file system (a disk or SAN path that stopped answering, a hung FUSE or NFS backend).
-//! From then on nothing the module does for smbd may wait for that device in smbd's own
-//! threads, where no signal could end the wait and the connection, and smbd's exit, would
-//! hang with it: requests on it go to helpers only (no page-cache try in smbd, never the
-//! next module), smbd's own calls through the module on its files are answered EIO at once
-//! (`vfs::guarded`), and a close hands smbd's last reference to a helper (`Op::Close`).
+//! A helper found in uninterruptible sleep when its request times out, or one that does
+//! not exit after its SIGKILL, waits for its file system (a disk or SAN path that stopped
+//! answering, a hung FUSE or NFS backend). From then on nothing the module does for smbd
+//! may wait for that device in smbd's own threads, where no signal could end the wait and
+//! the connection, and smbd's exit, would hang with it: requests on it go to helpers only
+//! (no page-cache try in smbd, never the next module), smbd's own calls through the module
+//! on its files are answered EIO at once (`vfs::guarded`), and a close hands smbd's last
+//! reference to a helper (`Op::Close`).
 //!
-//! The breaker closes again once every helper ended on the device has exited and a probe
-//! is answered: an fsync through a helper of a file on the device, which reaches the device
-//! (on ext4 and XFS an fsync of a clean file still sends a cache flush), within the request
-//! timeout. A probe that times out leaves its helper as one more to wait for.
+//! The breaker closes again once every helper ended on the device has exited and the
+//! device is known to answer: a stuck helper (one that outlived its SIGKILL, waiting for
+//! the device) has exited, which it does only once its I/O came back; or a probe was
+//! answered within the request timeout: an fsync through a helper of a file on the device,
+//! which reaches the device (on ext4 and XFS an fsync of a clean file still sends a cache
+//! flush). A probe that times out leaves its helper as one more to wait for.
 //!
 //! The state belongs to smbd's main thread, which makes every VFS call the module sees; the
 //! shares of one connection process share it (one device, many shares).
@@ -26,24 +29,47 @@ use std::time::{Duration, Instant};
 pub type Dev = u64;
 
 struct Breaker {
-    /// pidfds of the helpers ended on this device, until they have exited.
-    ended: Vec<OwnedFd>,
+    /// The helpers ended on this device, until they have exited.
+    ended: Vec<Ended>,
+    /// The device answered since the breaker opened (a stuck helper exited, or a probe).
+    answered: bool,
     /// A descriptor of a file on the device, for probes.
     probe_file: OwnedFd,
     /// A probe is on its way.
     probing: bool,
     /// When the last probe was sent.
     last_probe: Option<Instant>,
-    /// The pool that sends the probes (0: none; the next pool with a request there takes it).
+    /// The pool that sends the probes (0: none; the next pool that can takes it).
     prober: u64,
     since: Instant,
 }
 
+/// A helper ended on a hung device.
+struct Ended {
+    pid: i32,
+    pidfd: OwnedFd,
+    /// It outlived its SIGKILL: it waits for the device.
+    stuck: bool,
+}
+
 impl Breaker {
-    /// Forgets ended helpers that have exited; true if none is left.
+    /// Forgets ended helpers that have exited (a stuck one's exit means the device
+    /// answered it); true if none is left.
     fn all_exited(&mut self) -> bool {
-        self.ended.retain(|pidfd| !exited(pidfd));
+        let answered = &mut self.answered;
+        self.ended.retain(|e| {
+            let gone = exited(&e.pidfd);
+            *answered |= gone && e.stuck;
+            !gone
+        });
         self.ended.is_empty()
+    }
+
+    fn note(&mut self, ended: Ended) {
+        match self.ended.iter_mut().find(|e| e.pid == ended.pid) {
+            Some(known) => known.stuck |= ended.stuck,
+            None => self.ended.push(ended),
+        }
     }
 }
 
@@ -74,14 +100,29 @@ pub fn device_of(fd: RawFd) -> Option<Dev> {
     FileId::of(fd).map(|f| f.dev())
 }
 
-/// Records that a helper (`pidfd`) hangs in `dev` with the file open as `file`. Opens the breaker if it was closed; true if it did. `prober`: the pool that saw
-/// it, which probes unless another one does.
-pub fn trip(dev: Dev, pidfd: BorrowedFd, file: BorrowedFd, prober: u64) -> bool {
-    let ended = pidfd.try_clone_to_owned().ok();
+/// A helper that hangs in its file system.
+pub struct Hung<'a> {
+    pub pid: i32,
+    pub pidfd: BorrowedFd<'a>,
+    /// It outlived its SIGKILL.
+    pub stuck: bool,
+}
+
+/// Records that `helper` hangs in `dev`, working on the file open as `file`. Opens the
+/// breaker if it was closed; true if it did. `prober`: the pool that saw it, which probes
+/// unless another one does.
+pub fn trip(dev: Dev, helper: Hung, file: BorrowedFd, prober: u64) -> bool {
+    let ended = helper.pidfd.try_clone_to_owned().ok().map(|pidfd| Ended {
+        pid: helper.pid,
+        pidfd,
+        stuck: helper.stuck,
+    });
     BREAKERS.with(|b| {
         let mut b = b.borrow_mut();
         if let Some(breaker) = b.get_mut(&dev) {
-            breaker.ended.extend(ended);
+            if let Some(ended) = ended {
+                breaker.note(ended);
+            }
             if breaker.prober == 0 {
                 breaker.prober = prober;
             }
@@ -100,6 +141,7 @@ pub fn trip(dev: Dev, pidfd: BorrowedFd, file: BorrowedFd, prober: u64) -> bool 
             dev,
             Breaker {
                 ended: ended.into_iter().collect(),
+                answered: false,
                 probe_file,
                 probing: false,
                 last_probe: None,
@@ -118,7 +160,8 @@ pub struct Probe {
     pub ticket: Ticket,
 }
 
-/// Reports a probe's outcome to its breaker when dropped: answered (closes it), or not.
+/// Reports a probe's outcome to its breaker when dropped: answered (the device answers:
+/// the breaker closes once its ended helpers are gone), or not.
 pub struct Ticket {
     dev: Dev,
     answered: bool,
@@ -136,31 +179,51 @@ impl Drop for Ticket {
         let (dev, answered) = (self.dev, self.answered);
         BREAKERS.with(|b| {
             let mut b = b.borrow_mut();
-            let Some(breaker) = b.get_mut(&dev) else {
-                return;
-            };
-            breaker.probing = false;
-            if answered && breaker.all_exited() {
-                let hung_for = breaker.since.elapsed();
-                b.remove(&dev);
-                tracing::warn!(
-                    device = %name(dev),
-                    hung_for_s = hung_for.as_secs(),
-                    "the device answers again: smbd's calls on it go through"
-                );
+            if let Some(breaker) = b.get_mut(&dev) {
+                breaker.probing = false;
+                breaker.answered |= answered;
+                close_if_answered(&mut b, dev);
             }
         })
     }
 }
 
-/// The probes pool `prober` should send now: for each device it probes (or that nobody
-/// probes and it has a request on, `adopt`), once every helper ended there has exited, no
-/// probe is on its way, and the last one is at least `every` old.
-pub fn probes_due(prober: u64, adopt: &[Dev], every: Duration) -> Vec<(Dev, Probe)> {
+/// Closes the breaker of `dev` if every helper ended there has exited and the device has
+/// answered; true if it did.
+fn close_if_answered(b: &mut HashMap<Dev, Breaker>, dev: Dev) -> bool {
+    let Some(breaker) = b.get_mut(&dev) else {
+        return false;
+    };
+    if !(breaker.all_exited() && breaker.answered) {
+        return false;
+    }
+    let hung_for = breaker.since.elapsed();
+    b.remove(&dev);
+    tracing::warn!(
+        device = %name(dev),
+        hung_for_s = hung_for.as_secs(),
+        "the device answers again: smbd's calls on it go through"
+    );
+    true
+}
+
+/// Closes the breakers whose device has answered, and returns the probes pool `prober`
+/// should send now: one per device it probes (or, if nobody does, that it `can` probe),
+/// once every helper ended there has exited, no probe is on its way, and the last one is
+/// at least `every` old.
+pub fn probes_due(prober: u64, can: impl Fn(Dev) -> bool, every: Duration) -> Vec<(Dev, Probe)> {
     BREAKERS.with(|b| {
+        let mut b = b.borrow_mut();
+        let devs: Vec<Dev> = b.keys().copied().collect();
         let mut due = Vec::new();
-        for (&dev, breaker) in b.borrow_mut().iter_mut() {
-            if breaker.prober == 0 && adopt.contains(&dev) {
+        for dev in devs {
+            if close_if_answered(&mut b, dev) {
+                continue;
+            }
+            let Some(breaker) = b.get_mut(&dev) else {
+                continue;
+            };
+            if breaker.prober == 0 && can(dev) {
                 breaker.prober = prober;
             }
             let waited = breaker.last_probe.map_or(true, |t| t.elapsed() >= every);
@@ -182,9 +245,14 @@ pub fn probes_due(prober: u64, adopt: &[Dev], every: Duration) -> Vec<(Dev, Prob
     })
 }
 
-/// Whether pool `prober` probes any open breaker (it must then wake up to do so).
+/// Whether pool `prober` probes an open breaker, or one waits for a prober: the pool must
+/// then wake up now and then to see to it.
 pub fn probes_any(prober: u64) -> bool {
-    BREAKERS.with(|b| b.borrow().values().any(|br| br.prober == prober))
+    BREAKERS.with(|b| {
+        b.borrow()
+            .values()
+            .any(|br| br.prober == prober || br.prober == 0)
+    })
 }
 
 /// Pool `prober` is going away: its breakers wait for another pool to probe them.
@@ -192,6 +260,7 @@ pub fn abandon(prober: u64) {
     BREAKERS.with(|b| {
         for breaker in b.borrow_mut().values_mut().filter(|br| br.prober == prober) {
             breaker.prober = 0;
+            breaker.probing = false;
         }
     })
 }
@@ -223,9 +292,9 @@ mod tests {
     use crate::test_util::temp_file;
     use std::os::fd::AsFd;
 
-    /// A pidfd of a child that exits when `release` is dropped (it waits on a pipe).
-    fn child_until_dropped() -> (OwnedFd, std::process::Child, std::process::ChildStdin) {
-        let mut child = std::process::Command::new("cat")
+    /// A child that exits when its stdin is closed, and its pidfd.
+    fn child_until_stdin_closes() -> (OwnedFd, std::process::Child) {
+        let child = std::process::Command::new("cat")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -235,28 +304,41 @@ mod tests {
         assert!(fd >= 0);
         // SAFETY: a new descriptor we own.
         let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) };
-        let stdin = child.stdin.take().unwrap();
-        (pidfd, child, stdin)
+        (pidfd, child)
+    }
+
+    fn end(mut child: std::process::Child) {
+        drop(child.stdin.take());
+        child.wait().unwrap();
+    }
+
+    fn hung<'a>(pidfd: &'a OwnedFd, child: &std::process::Child, stuck: bool) -> Hung<'a> {
+        Hung {
+            pid: child.id() as i32,
+            pidfd: pidfd.as_fd(),
+            stuck,
+        }
     }
 
     #[test]
-    fn a_device_is_open_from_its_trip_until_a_probe_after_every_ended_helper_exited() {
+    fn a_killed_helper_leaves_it_open_until_a_probe_is_answered() {
         reset();
         let file = temp_file(b"x");
         let dev = device_of(file.as_raw_fd()).unwrap();
         assert!(!open_for(file.as_raw_fd()));
-        let (pidfd, mut child, stdin) = child_until_dropped();
-        assert!(trip(dev, pidfd.as_fd(), file.as_fd(), 7));
+        let (pidfd, child) = child_until_stdin_closes();
+        assert!(trip(dev, hung(&pidfd, &child, false), file.as_fd(), 7));
         assert!(open_for(file.as_raw_fd()) && is_open(dev) && probes_any(7));
         // Its helper has not exited: no probe yet.
-        assert!(probes_due(7, &[], Duration::ZERO).is_empty());
-        drop(stdin);
-        child.wait().unwrap();
-        let mut due = probes_due(7, &[], Duration::ZERO);
+        assert!(probes_due(7, |_| false, Duration::ZERO).is_empty());
+        end(child);
+        // Exited at once after its kill: that says nothing of the device.
+        let mut due = probes_due(7, |_| false, Duration::ZERO);
         assert_eq!(due.len(), 1);
+        assert!(is_open(dev));
         // One probe at a time; other pools do not probe a device that has a prober.
-        assert!(probes_due(7, &[], Duration::ZERO).is_empty());
-        assert!(probes_due(8, &[dev], Duration::ZERO).is_empty());
+        assert!(probes_due(7, |_| false, Duration::ZERO).is_empty());
+        assert!(probes_due(8, |_| true, Duration::ZERO).is_empty());
         let (_, mut probe) = due.pop().unwrap();
         assert_eq!(device_of(probe.file.as_raw_fd()), Some(dev));
         probe.ticket.answered();
@@ -265,24 +347,45 @@ mod tests {
     }
 
     #[test]
+    fn a_stuck_helper_that_exits_closes_it_without_a_probe() {
+        reset();
+        let file = temp_file(b"x");
+        let dev = device_of(file.as_raw_fd()).unwrap();
+        let (pidfd, child) = child_until_stdin_closes();
+        assert!(trip(dev, hung(&pidfd, &child, false), file.as_fd(), 3));
+        // The same helper, found stuck after its grace.
+        assert!(!trip(dev, hung(&pidfd, &child, true), file.as_fd(), 3));
+        assert!(probes_due(3, |_| false, Duration::ZERO).is_empty());
+        end(child);
+        assert!(probes_due(3, |_| false, Duration::ZERO).is_empty());
+        assert!(!is_open(dev));
+    }
+
+    #[test]
     fn an_unanswered_probe_keeps_it_open_and_another_pool_adopts_an_abandoned_one() {
         reset();
         let file = temp_file(b"x");
         let dev = device_of(file.as_raw_fd()).unwrap();
-        let (pidfd, mut child, stdin) = child_until_dropped();
-        drop(stdin);
-        child.wait().unwrap();
-        assert!(trip(dev, pidfd.as_fd(), file.as_fd(), 1));
-        assert!(!trip(dev, pidfd.as_fd(), file.as_fd(), 2));
-        let (_, probe) = probes_due(1, &[], Duration::ZERO).pop().unwrap();
+        let (pidfd, child) = child_until_stdin_closes();
+        let pid = child.id() as i32;
+        end(child);
+        let gone = || Hung {
+            pid,
+            pidfd: pidfd.as_fd(),
+            stuck: false,
+        };
+        assert!(trip(dev, gone(), file.as_fd(), 1));
+        assert!(!trip(dev, gone(), file.as_fd(), 2));
+        let (_, probe) = probes_due(1, |_| false, Duration::ZERO).pop().unwrap();
         drop(probe);
         assert!(is_open(dev));
         // Not again before `every`.
-        assert!(probes_due(1, &[], Duration::from_secs(60)).is_empty());
+        assert!(probes_due(1, |_| false, Duration::from_secs(60)).is_empty());
         abandon(1);
+        assert!(probes_any(1) && probes_any(2));
+        assert!(probes_due(2, |_| false, Duration::ZERO).is_empty());
+        assert_eq!(probes_due(2, |d| d == dev, Duration::ZERO).len(), 1);
         assert!(!probes_any(1));
-        assert!(probes_due(2, &[], Duration::ZERO).is_empty());
-        assert_eq!(probes_due(2, &[dev], Duration::ZERO).len(), 1);
         reset();
     }
 }

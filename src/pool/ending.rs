@@ -155,7 +155,8 @@ impl PoolInner {
             None => (None, None),
         };
         if let (true, Some(file)) = (in_kernel, &file) {
-            self.trip_breaker(file, helper.process.pidfd());
+            let (pid, pidfd) = (helper.process.pid(), helper.process.pidfd());
+            self.trip_breaker(file, pid, pidfd, false);
         }
         helper.process.kill();
         let (ev, mem, this, helper_id) = (self.ev, self.mem, self.this.clone(), helper.id);
@@ -258,7 +259,12 @@ impl PoolInner {
         for i in hung {
             let e = &self.ending[i];
             if let Some(file) = &e.file {
-                let opened = breaker::trip(file.dev(), e.pidfd(), file.fd(), self.id);
+                let helper = breaker::Hung {
+                    pid: e.pid(),
+                    pidfd: e.pidfd(),
+                    stuck: true,
+                };
+                let opened = breaker::trip(file.dev(), helper, file.fd(), self.id);
                 self.stats.device_hangs += u64::from(opened);
             }
         }

@@ -55,18 +55,20 @@ impl Job {
 }
 
 impl PoolInner {
-    /// The helper (`pidfd`) working on `file` hangs in the kernel: the device's breaker
-    /// opens.
-    pub(super) fn trip_breaker(&mut self, file: &HungFile, pidfd: RawFd) {
+    /// The helper `pid` (`pidfd`) working on `file` hangs in the kernel (`stuck`: it did
+    /// not exit after its SIGKILL): the device's breaker opens.
+    pub(super) fn trip_breaker(&mut self, file: &HungFile, pid: i32, pidfd: RawFd, stuck: bool) {
         // SAFETY: the helper's pidfd, open while the helper is (the caller holds it).
         let pidfd = unsafe { BorrowedFd::borrow_raw(pidfd) };
-        if breaker::trip(file.dev(), pidfd, file.fd(), self.id) {
+        let helper = breaker::Hung { pid, pidfd, stuck };
+        if breaker::trip(file.dev(), helper, file.fd(), self.id) {
             self.stats.device_hangs += 1;
         }
     }
 
-    /// Queues the probes this pool owes: one per hung device it probes (or has a request
-    /// on, if nobody probes it) whose ended helpers have all exited.
+    /// Closes the breakers whose device answered, and queues the probes this pool owes:
+    /// one per hung device it probes (or that nobody probes and it can: it has a request
+    /// there, or a crew with a zygote) whose ended helpers have all exited.
     pub(super) fn send_probes(&mut self) {
         if !breaker::any_open() {
             return;
@@ -77,16 +79,22 @@ impl PoolInner {
             .filter(|j| j.probe.is_none())
             .filter_map(|j| Some((j.file?.dev(), j.crew)))
             .collect();
-        let devices: Vec<breaker::Dev> = mine.iter().map(|(d, _)| *d).collect();
-        for (dev, probe) in breaker::probes_due(self.id, &devices, self.cfg.request_timeout) {
-            // As the user of a request on that device, or of the pool's first crew.
-            let crew = mine
-                .iter()
+        let any_crew = self.crews.iter().position(|c| c.zygote.is_some());
+        let crew_for = |dev: breaker::Dev| {
+            mine.iter()
                 .find(|(d, _)| *d == dev)
-                .map_or(0, |(_, crew)| *crew);
-            if crew >= self.crews.len() {
+                .map(|(_, crew)| *crew)
+                .or(any_crew)
+        };
+        let due = breaker::probes_due(self.id, |d| crew_for(d).is_some(), self.cfg.request_timeout);
+        for (dev, probe) in due {
+            // As the user of a request on that device, or of a crew that can start helpers.
+            let Some(crew) = crew_for(dev)
+                .or(any_crew)
+                .or((!self.crews.is_empty()).then_some(0))
+            else {
                 continue;
-            }
+            };
             let fd = probe.file.as_raw_fd();
             let null = std::ptr::null_mut();
             let mut job = Job::new(null, Op::Fsync, fd, 0, 0, null as *mut u8, 0);

@@ -329,6 +329,26 @@ fn a_hung_helper_is_replaced_after_the_request_timeout() {
     assert!(!t.pool.helper_pids().contains(&hung));
 }
 
+#[test]
+fn a_retry_after_a_timeout_finds_a_zygote_never_the_next_module() {
+    // No `min helpers`: the crew's only helper hangs; culling must not let its zygote go
+    // while the request waits to be sent again (the zygote can only be started from a
+    // request's own thread, and the next module would hang where the helper did).
+    let cfg = Config {
+        request_timeout: Duration::from_secs(1),
+        ..config()
+    };
+    let t = Fixture::new(cfg, 4096, 6);
+    stop_first_helper(&t.lp, &t.pool);
+    let mut back = vec![0u8; t.data.len()];
+    submit(&t.pool, 1, Op::Read, t.file.as_raw_fd(), 0, &mut back);
+    t.lp.run_until("the read", LONG, || outcome_of(1).is_some());
+    assert_eq!(outcome_of(1), Some(served(1, 4096)));
+    assert!(back == t.data);
+    let stats = t.pool.stats();
+    assert_eq!((stats.hung, stats.retries, stats.fallbacks), (1, 1, 0));
+}
+
 /// An EIO completion, as a request that timed out gets.
 fn timed_out(req: usize) -> Outcome {
     Outcome::Finish {
