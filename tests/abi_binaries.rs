@@ -17,6 +17,8 @@
 //! `smb_vfs_call_*` must sit at its index too, and the last slot
 //! (`freaddir_attr_fn`) fixes the table size.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,10 +26,6 @@ use std::process::Command;
 
 use aio_fork::{filled_slots, interface_for_version};
 
-const ROOTFS_SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/scripts/testing/samba-rootfs.sh"
-);
 /// Releases with a root file system (arguments of samba-rootfs.sh).
 const ROOT_RELEASES: &[&str] = &["4.22.6", "4.22.11", "4.24.7", "4.25.1"];
 const LAST_SLOT: &str = "freaddir_attr_fn";
@@ -54,18 +52,7 @@ fn host_binary() -> Binary {
 }
 
 fn root_binary(release: &str) -> Binary {
-    // Prints the path at once when the tree is built already; builds it otherwise.
-    let out = Command::new(ROOTFS_SCRIPT)
-        .arg(release)
-        .output()
-        .unwrap_or_else(|e| panic!("{ROOTFS_SCRIPT}: {e}"));
-    assert!(
-        out.status.success(),
-        "{ROOTFS_SCRIPT} {release} failed (run it as root with network access):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let stamp = fs::read_to_string(root.join(".aio_fork-rootfs-complete")).expect("stamp");
+    let (root, stamp) = common::samba_root::built(release);
     let version = stamp.trim();
     Binary {
         version: version

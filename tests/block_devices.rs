@@ -46,7 +46,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -54,7 +53,7 @@ use common::client::{self, Session};
 use common::data;
 use common::guest::{self, DSample, DSampler, Dm};
 use common::namespace::{run_in_uml, run_in_uml_until_cut, NsContext, CUT_MARK};
-use common::procs::{self, HELPER_COMM};
+use common::procs;
 use common::python;
 use common::run;
 use common::smbd::{Smbd, SmbdBuilder};
@@ -72,41 +71,43 @@ const DISK_OPS: &str = "tests/clients/disk_ops.py";
 const READ_AT: u64 = 8 * MIB;
 const WRITE_AT: u64 = MIB;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The guests run one at a time: the hung-disk case times bounds of a few seconds, and
-/// each guest takes a core.
-fn one_guest_at_a_time() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// Runs test `name`'s `body` in a guest with `disks` (MiB each), within `limit` seconds.
+fn in_guest(name: &str, limit: u64, disks: &[u64], body: fn(&NsContext)) {
+    // One guest at a time: the hung-disk case times bounds of a few seconds.
+    let _one = run::one_at_a_time();
+    run_in_uml(
+        name,
+        Duration::from_secs(limit),
+        disks,
+        guest::MODULES,
+        body,
+    );
 }
 
 #[test]
 fn kernel_client_data_as_on_a_plain_share() {
-    let _one = one_guest_at_a_time();
-    run_in_uml(
+    in_guest(
         "kernel_client_data_as_on_a_plain_share",
-        Duration::from_secs(600),
+        600,
         &[768],
-        guest::MODULES,
         kernel_client_data,
     );
 }
 
 #[test]
 fn a_failing_disk_fails_as_on_a_plain_share() {
-    let _one = one_guest_at_a_time();
-    run_in_uml(
+    in_guest(
         "a_failing_disk_fails_as_on_a_plain_share",
-        Duration::from_secs(300),
+        300,
         &[256],
-        guest::MODULES,
         failing_disk,
     );
 }
 
 #[test]
 fn durable_writes_survive_a_power_cut() {
-    let _one = one_guest_at_a_time();
+    // One guest at a time: the hung-disk case times bounds of a few seconds.
+    let _one = run::one_at_a_time();
     run_in_uml_until_cut(
         "durable_writes_survive_a_power_cut",
         Duration::from_secs(300),
@@ -119,12 +120,10 @@ fn durable_writes_survive_a_power_cut() {
 
 #[test]
 fn a_hung_disk_never_hangs_the_share() {
-    let _one = one_guest_at_a_time();
-    run_in_uml(
+    in_guest(
         "a_hung_disk_never_hangs_the_share",
-        Duration::from_secs(480),
+        480,
         &[256, 128],
-        guest::MODULES,
         hung_disk,
     );
 }
@@ -318,20 +317,9 @@ fn hung_disk(ctx: &NsContext) {
     aio_processes.extend(sessions.iter().map(|s| s.server_pid));
     guest::drop_caches();
     let sampler = DSampler::start();
-    rig.disk_a.suspend();
-    let hung_at = Instant::now();
-    aio.go();
-    plain.go();
-    let aio_done = aio.wait_for("done", Duration::from_secs(30));
-    println!(
-        "DISK SUMMARY suspend share=aio done={aio_done} {} (after {:.1} s)",
-        aio.summary(),
-        hung_at.elapsed().as_secs_f64()
-    );
-    judge_ops("suspend", &aio, aio_done, &mut failures);
-
-    // Disk B on the same connection, and another client, while A hangs.
-    failures.extend(disk_b_serves(&rig, "suspend"));
+    failures.extend(hang("suspend", &rig, &mut aio, &mut plain, || {
+        rig.disk_a.suspend()
+    }));
     // A tree disconnect, a logoff and a killed client, each after a read that hung.
     failures.extend(disconnects_while_hung(sessions));
 
@@ -345,7 +333,8 @@ fn hung_disk(ctx: &NsContext) {
         plain.summary(),
         resumed.elapsed().as_secs_f64()
     );
-    let helpers_left = guest::wait_until(Duration::from_secs(15), || helpers_in_d().is_empty());
+    let helpers_left =
+        run::wait_until(Duration::from_secs(15), || procs::helpers_in_d().is_empty());
     let serves_again = reads_back(&rig, Duration::from_secs(20));
     println!(
         "DISK SUMMARY resume stuck_helpers_exited={helpers_left} aio_serves_again_after={}",
@@ -354,7 +343,7 @@ fn hung_disk(ctx: &NsContext) {
     if !helpers_left {
         failures.push(format!(
             "helpers still in D 15 s after the resume: {:?}",
-            helpers_in_d()
+            procs::helpers_in_d()
         ));
     }
     if serves_again.is_none() {
@@ -376,13 +365,33 @@ fn hung_disk(ctx: &NsContext) {
     if smbd.log_text().contains("PANIC") {
         failures.push("smbd panicked (see its log)".into());
     }
-    assert!(
-        failures.is_empty(),
-        "{} failure(s):\n  {}\n{}",
-        failures.len(),
-        failures.join("\n  "),
-        smbd.log_tail(60)
+    assert_none(&failures, smbd, 60);
+}
+
+/// Makes disk A hang (`stop`) and has both clients do their I/O on it at once; then judges
+/// the aio client's answers, and disk B's service while A still hangs.
+fn hang(
+    phase: &str,
+    rig: &Rig,
+    aio: &mut OpsClient,
+    plain: &mut OpsClient,
+    stop: impl FnOnce(),
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    stop();
+    let hung_at = Instant::now();
+    aio.go();
+    plain.go();
+    let aio_done = aio.wait_for("done", Duration::from_secs(30));
+    println!(
+        "DISK SUMMARY {phase} share=aio done={aio_done} {} (after {:.1} s)",
+        aio.summary(),
+        hung_at.elapsed().as_secs_f64()
     );
+    judge_ops(phase, aio, aio_done, &mut failures);
+    // Disk B on the same connection, and another client, while A hangs.
+    failures.extend(disk_b_serves(rig, phase));
+    failures
 }
 
 /// The aio client's ops on the hung disk: each answered within the bound; the read of
@@ -487,7 +496,7 @@ fn disconnects_while_hung(sessions: Vec<Session>) -> Vec<String> {
                 thread::sleep(Duration::from_secs(1));
                 let start = Instant::now();
                 run::signal(client, libc::SIGKILL);
-                let gone = guest::wait_until(EXIT_BOUND * 2, || guest::gone(pid));
+                let gone = run::wait_until(EXIT_BOUND * 2, || guest::gone(pid));
                 let took = start.elapsed();
                 let _ = reading.join();
                 return (
@@ -534,7 +543,7 @@ fn disconnects_while_hung(sessions: Vec<Session>) -> Vec<String> {
 /// Reads read.bin back through the aio mount until it succeeds; how long that took.
 fn reads_back(rig: &Rig, within: Duration) -> Option<Duration> {
     let start = Instant::now();
-    let ok = guest::wait_until(within, || {
+    let ok = run::wait_until(within, || {
         run::run(
             Command::new("cmp")
                 .arg(rig.sources.join("read.bin"))
@@ -601,18 +610,9 @@ fn slow_disk_and_shutdown(rig: &Rig, aio_processes: &mut Vec<u32>) -> Vec<String
         rig.sectors_a,
         guest::disk(0).display()
     );
-    rig.disk_a.replace(&delay);
-    let slow_at = Instant::now();
-    aio.go();
-    plain.go();
-    let aio_done = aio.wait_for("done", Duration::from_secs(30));
-    println!(
-        "DISK SUMMARY delay share=aio done={aio_done} {} (after {:.1} s)",
-        aio.summary(),
-        slow_at.elapsed().as_secs_f64()
-    );
-    judge_ops("delay", &aio, aio_done, &mut failures);
-    failures.extend(disk_b_serves(rig, "delay"));
+    failures.extend(hang("delay", rig, &mut aio, &mut plain, || {
+        rig.disk_a.replace(&delay)
+    }));
 
     let pid = session.server_pid;
     let reading = thread::spawn(move || {
@@ -628,7 +628,7 @@ fn slow_disk_and_shutdown(rig: &Rig, aio_processes: &mut Vec<u32>) -> Vec<String
         .collect();
     let start = Instant::now();
     run::signal(smbd.pid(), libc::SIGTERM);
-    let all_gone = guest::wait_until(EXIT_BOUND, || live.iter().all(|&p| guest::gone(p)));
+    let all_gone = run::wait_until(EXIT_BOUND, || live.iter().all(|&p| guest::gone(p)));
     let took = start.elapsed();
     let plain_pids: Vec<u32> = smbd.connections();
     println!(
@@ -654,35 +654,62 @@ fn slow_disk_and_shutdown(rig: &Rig, aio_processes: &mut Vec<u32>) -> Vec<String
     failures
 }
 
-/// No thread of an aio connection process was ever seen in uninterruptible sleep, but
-/// for the moment a new process is copied (`posix_spawn` of the module's zygote waits
-/// until the child has exec'd its program, which is not on the shares' disks).
+/// The longest a thread of an aio connection process may be seen in uninterruptible
+/// sleep. A wait for the hung disk lasts until the disk answers (seconds here); brief
+/// ones come from elsewhere: smbd's writes to its log (the inode lock, contended by its
+/// processes), `posix_spawn` waiting for the zygote's exec.
+const LONGEST_D: f64 = 0.3;
+
+/// No thread of an aio connection process waited uninterruptibly for longer than
+/// `LONGEST_D`; every sample seen is listed, and the plain process's beside.
 fn judge_samples(samples: &[DSample], rounds: u64, aio: &[u32], plain: u32) -> Vec<String> {
-    let spawning =
-        |s: &&DSample| s.stack.contains("copy_process") || s.stack.contains("kernel_clone");
-    let aio_d: Vec<&DSample> = samples.iter().filter(|s| aio.contains(&s.pid)).collect();
-    let (aio_spawn, aio_disk): (Vec<&DSample>, Vec<&DSample>) =
-        aio_d.into_iter().partition(spawning);
+    // Runs of consecutive samples of one thread: (first, last).
+    let mut episodes: Vec<(&DSample, &DSample)> = Vec::new();
+    let mut aio_d: Vec<&DSample> = samples.iter().filter(|s| aio.contains(&s.pid)).collect();
+    aio_d.sort_by(|a, b| (a.tid, a.at).partial_cmp(&(b.tid, b.at)).expect("times"));
+    for s in aio_d {
+        match episodes.last_mut() {
+            Some((_, last)) if last.tid == s.tid && s.at - last.at < 0.25 => *last = s,
+            _ => episodes.push((s, s)),
+        }
+    }
     let mut plain_waits: BTreeMap<&str, usize> = BTreeMap::new();
     for s in samples.iter().filter(|s| s.pid == plain) {
         *plain_waits.entry(s.wchan.as_str()).or_default() += 1;
     }
     println!(
         "DISK SUMMARY d_state rounds={rounds} (every 50 ms) aio_processes={aio:?} \
-         samples_in_d={} (spawning a process: {}) | plain_process={plain} samples_in_d={} \
-         {plain_waits:?}",
-        aio_disk.len(),
-        aio_spawn.len(),
+         waits_in_d={} {:?} | plain_process={plain} samples_in_d={} {plain_waits:?}",
+        episodes.len(),
+        episodes
+            .iter()
+            .map(|(f, l)| format!("{:.2}s:{}", l.at - f.at, top_frames(&f.stack)))
+            .collect::<Vec<_>>(),
         plain_waits.values().sum::<usize>()
     );
-    if aio_disk.is_empty() {
-        Vec::new()
-    } else {
-        vec![format!(
-            "aio connection threads seen in D: {:?}",
-            &aio_disk[..aio_disk.len().min(5)]
-        )]
-    }
+    episodes
+        .iter()
+        .filter(|(first, last)| last.at - first.at >= LONGEST_D)
+        .map(|(first, last)| {
+            format!(
+                "aio connection thread {} in D for {:.2} s from {:.2} s: {}",
+                first.tid,
+                last.at - first.at,
+                first.at,
+                first.stack
+            )
+        })
+        .collect()
+}
+
+/// The innermost frames of a stack that say what it waits for.
+fn top_frames(stack: &str) -> String {
+    stack
+        .split_whitespace()
+        .filter(|f| !f.starts_with("__switch_to") && !f.contains("schedule"))
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("<")
 }
 
 /// The module's counters tell what happened on disk A's aio share.
@@ -711,15 +738,6 @@ fn judge_counters(smbd: &Smbd) -> Vec<String> {
         failures.push(format!("aio requests went to the next module: {line}"));
     }
     failures
-}
-
-/// Helper processes in uninterruptible sleep.
-fn helpers_in_d() -> Vec<u32> {
-    procs::snapshot()
-        .into_iter()
-        .filter(|p| p.comm == HELPER_COMM && p.state == 'D')
-        .map(|p| p.pid)
-        .collect()
 }
 
 const WORKLOAD: &str = "tests/clients/cifs_workload.py";
@@ -832,13 +850,7 @@ fn kernel_client_data(ctx: &NsContext) {
             "helpers served reads {helper_reads} and writes {helper_writes}"
         ));
     }
-    assert!(
-        failures.is_empty(),
-        "{} failure(s):\n  {}\n{}",
-        failures.len(),
-        failures.join("\n  "),
-        smbd.log_tail(40)
-    );
+    assert_none(&failures, &smbd, 40);
 }
 
 /// fio writes files in `dir/fio` at random, then reads and checks them (crc32c).
@@ -982,13 +994,7 @@ fn failing_disk(ctx: &NsContext) {
         "DISK SUMMARY failing counters share=aio retries={} fallbacks={} hung={}",
         aio.retries, aio.fallbacks, aio.hung
     );
-    assert!(
-        failures.is_empty(),
-        "{} failure(s):\n  {}\n{}",
-        failures.len(),
-        failures.join("\n  "),
-        smbd.log_tail(40)
-    );
+    assert_none(&failures, &smbd, 40);
 }
 
 /// The shares of the power-cut test: each a file written and flushed, or written to a
@@ -1103,5 +1109,16 @@ fn after_the_cut(record: &Path, disks: &[PathBuf]) {
         "{} failure(s):\n  {}",
         failures.len(),
         failures.join("\n  ")
+    );
+}
+
+/// Fails the test with every failure listed, and the last `lines` of smbd's log.
+fn assert_none(failures: &[String], smbd: &Smbd, lines: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n  {}\n{}",
+        failures.len(),
+        failures.join("\n  "),
+        smbd.log_tail(lines)
     );
 }

@@ -18,17 +18,14 @@
 //! Each must match the layout the module uses for that release; at run time the module
 //! also checks the profile's magic (tests/profile_counters.rs runs it).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use aio_fork::{ProfileLayout, PROFILE_LAYOUTS};
 
-const ROOTFS_SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/scripts/testing/samba-rootfs.sh"
-);
 const ROOT_RELEASES: &[&str] = &["4.22.6", "4.22.11", "4.24.7", "4.25.1"];
 /// The counters the module writes: each must be found in every binary.
 const ASYNC_COUNTERS: [&str; 3] = [
@@ -71,18 +68,7 @@ fn host_release() -> Release {
 }
 
 fn root_release(release: &str) -> Release {
-    // Prints the path at once when the tree is built already; builds it otherwise.
-    let out = Command::new(ROOTFS_SCRIPT)
-        .arg(release)
-        .output()
-        .unwrap_or_else(|e| panic!("{ROOTFS_SCRIPT}: {e}"));
-    assert!(
-        out.status.success(),
-        "{ROOTFS_SCRIPT} {release} failed (run it as root with network access):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let stamp = fs::read_to_string(root.join(".aio_fork-rootfs-complete")).expect("stamp");
+    let (root, stamp) = common::samba_root::built(release);
     release_in(&root, &stamp)
 }
 

@@ -19,7 +19,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use common::data;
 use common::namespace::{run_in_namespace, NsContext};
 use common::procs::{self, HELPER_COMM, ZYGOTE_COMM};
 use common::python;
-use common::run;
+use common::run::{self, one_at_a_time, wait_until};
 use common::smbd::{Smbd, SmbdBuilder, PASSWORD, USER};
 use common::stats;
 
@@ -39,13 +38,6 @@ const TIMEOUT: f64 = 3.0;
 const SHARES: [&str; 3] = ["plain", "aio_fail", "aio_retry"];
 const TEST_LIMIT: Duration = Duration::from_secs(240);
 const STATUS_EIO: &str = "NT_STATUS_IO_DEVICE_ERROR";
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The tests time bounds of a few seconds: one at a time.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 #[test]
 fn stalled_read() {
@@ -294,12 +286,12 @@ impl Rig {
     fn finish(&self, failures: &mut Vec<String>) {
         self.fs.release_all();
         let start = Instant::now();
-        let none_in_d = wait_until(Duration::from_secs(10), || helpers_in_d().is_empty());
+        let none_in_d = wait_until(Duration::from_secs(10), || procs::helpers_in_d().is_empty());
         let d_secs = start.elapsed().as_secs_f64();
         if !none_in_d {
             failures.push(format!(
                 "helpers still in state D {d_secs:.1} s after every stall was released: {:?}",
-                helpers_in_d()
+                procs::helpers_in_d()
             ));
         }
         // Not Smbd::wait_idle: the stall daemon is a process of the namespace too.
@@ -364,27 +356,6 @@ impl Rig {
                 ));
             }
         }
-    }
-}
-
-fn helpers_in_d() -> Vec<u32> {
-    procs::snapshot()
-        .into_iter()
-        .filter(|p| p.comm == HELPER_COMM && p.state == 'D')
-        .map(|p| p.pid)
-        .collect()
-}
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
     }
 }
 

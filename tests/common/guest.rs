@@ -305,20 +305,6 @@ fn kernel_stack(pid: u32, tid: u32) -> String {
         .join(" ")
 }
 
-/// Waits up to `timeout` for `done`; whether it came.
-pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Whether process `pid` is gone (or a zombie).
 pub fn gone(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))

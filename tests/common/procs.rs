@@ -237,3 +237,12 @@ pub fn module_processes(procs: &[Proc], main_pid: u32) -> Vec<Proc> {
         .cloned()
         .collect()
 }
+
+/// The module's helpers in uninterruptible sleep (waiting in the kernel).
+pub fn helpers_in_d() -> Vec<u32> {
+    snapshot()
+        .into_iter()
+        .filter(|p| p.comm == HELPER_COMM && p.state == 'D')
+        .map(|p| p.pid)
+        .collect()
+}

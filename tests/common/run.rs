@@ -173,3 +173,24 @@ fn collect<R: Read + Send + 'static>(pipe: Option<R>, echo: bool) -> JoinHandle<
         text
     })
 }
+
+/// Serializes the tests of one test binary that time bounds of a few seconds (each binary
+/// compiles this module, so each has its own lock): hold the guard for the test's length.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits up to `timeout` for `done`, checking every 20 ms; whether it came.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -31,6 +31,24 @@ const RUN_SCRIPT: &str = concat!(
 /// Written last by samba-rootfs.sh; holds `smbd -V` of the tree.
 const STAMP: &str = ".aio_fork-rootfs-complete";
 
+/// The root file system of Samba `release` (an argument of samba-rootfs.sh), built if it
+/// is not yet, and its `smbd -V` line.
+pub fn built(release: &str) -> (PathBuf, String) {
+    // Prints the path at once when the tree is built already; builds it otherwise.
+    let out = Command::new(ROOTFS_SCRIPT)
+        .arg(release)
+        .output()
+        .unwrap_or_else(|e| panic!("{ROOTFS_SCRIPT}: {e}"));
+    assert!(
+        out.status.success(),
+        "{ROOTFS_SCRIPT} {release} failed (run it as root with network access):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let stamp = fs::read_to_string(root.join(STAMP)).expect("stamp");
+    (root, stamp)
+}
+
 /// The root file system in use, if any.
 pub fn root() -> Option<PathBuf> {
     env::var_os(ENV_SAMBA_ROOT)
