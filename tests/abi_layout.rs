@@ -12,6 +12,10 @@
 //! prints `offsetof`/`sizeof` for every member of the real structs; the same probe is
 //! compiled against `samba_abi.h` (struct `vfs_fn_pointers_v47` / `_v49`) and the two
 //! outputs must be equal. The generated files stay in `target/tmp/abi-probe/` to look at.
+//!
+//! The slots the module fills must also have the real signatures: each real declaration
+//! is compiled beside our typedef of it, and the compiler must find the two function
+//! pointer types compatible (`__builtin_types_compatible_p`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -269,6 +273,16 @@ impl RealStructs {
 
 /// Compiles `source` (with `-I` dirs) and runs it; returns its output.
 fn compile_and_run(dir: &Path, stem: &str, source: &str, includes: &[&Path]) -> String {
+    let exe = compile(dir, stem, source, includes).unwrap_or_else(|e| {
+        panic!("compiling {stem}.c failed (a member missing from one side shows up here):\n{e}")
+    });
+    let run = Command::new(&exe).output().expect("run probe");
+    assert!(run.status.success(), "{} failed", exe.display());
+    String::from_utf8(run.stdout).expect("probe output is text")
+}
+
+/// Compiles `source` as `dir/stem.c`; the program, or the compiler's complaints.
+fn compile(dir: &Path, stem: &str, source: &str, includes: &[&Path]) -> Result<PathBuf, String> {
     let src = dir.join(format!("{stem}.c"));
     let exe = dir.join(stem);
     fs::write(&src, source).expect("write probe source");
@@ -282,15 +296,15 @@ fn compile_and_run(dir: &Path, stem: &str, source: &str, includes: &[&Path]) -> 
     let out = cc
         .output()
         .unwrap_or_else(|e| panic!("cannot run cc (apt-get install gcc): {e}"));
-    assert!(
-        out.status.success(),
-        "compiling {} failed (a member missing from one side shows up here):\n{}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = Command::new(&exe).output().expect("run probe");
-    assert!(run.status.success(), "{} failed", exe.display());
-    String::from_utf8(run.stdout).expect("probe output is text")
+    if out.status.success() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "{}:\n{}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 fn probe_dir(name: &str) -> PathBuf {
@@ -471,4 +485,97 @@ fn member_parsing() {
     let m = parse_member("uint64_t duration");
     assert_eq!(m.names, ["duration"]);
     assert_eq!(strip_comments("a /* x\n y */ b // c\nd"), "a  b \nd");
+}
+
+/// The real declaration of each slot the module fills, compiled against our typedef of it
+/// (`aio_fork_<slot>` in `abi_dir`/samba_abi.h): the compiler must find the types
+/// compatible. Samba's typedefs map to what samba_abi.h declares (`SMB_STRUCT_STAT` is
+/// `struct stat_ex`). Err: the compiler's complaints.
+fn same_signatures(release: &Release, abi_dir: &Path, dir_name: &str) -> Result<usize, String> {
+    let text = strip_comments(&real_vfs_h(release.name));
+    let open = "struct vfs_fn_pointers {";
+    let start = text.find(open).expect("struct vfs_fn_pointers") + open.len();
+    let body = &text[start..start + text[start..].find("\n}").expect("closed")];
+    let decls: Vec<String> = body
+        .split(';')
+        .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let mut c = String::from(
+        "#include <dirent.h>\n#include \"samba_abi.h\"\n\
+         typedef struct files_struct files_struct;\n\
+         typedef struct stat_ex SMB_STRUCT_STAT;\n\
+         typedef dev_t SMB_DEV_T;\n\
+         struct real {\n",
+    );
+    let slots = filled_slots();
+    for slot in &slots {
+        let decl = decls
+            .iter()
+            .find(|d| d.contains(&format!("(*{slot})")))
+            .unwrap_or_else(|| panic!("Samba {}: no declaration of {slot}", release.name));
+        let _ = writeln!(c, "\t{decl};");
+    }
+    c.push_str("};\n");
+    for slot in &slots {
+        let _ = writeln!(
+            c,
+            "_Static_assert(__builtin_types_compatible_p(__typeof__(((struct real *)0)->{slot}), \
+             aio_fork_{slot}), \"{slot}: our signature is not Samba {}'s\");",
+            release.name
+        );
+    }
+    c.push_str("int main(void) { return 0; }\n");
+    compile(&probe_dir(dir_name), "signatures", &c, &[abi_dir]).map(|_| slots.len())
+}
+
+fn assert_same_signatures(release: &Release) {
+    let dir = format!("signatures-{}", release.name);
+    match same_signatures(release, &repo().join("samba-headers"), &dir) {
+        Ok(n) => println!(
+            "Samba {}: the {n} filled slots have our signatures",
+            release.name
+        ),
+        Err(e) => panic!(
+            "Samba {}: a filled slot's signature differs:\n{e}",
+            release.name
+        ),
+    }
+}
+
+#[test]
+fn filled_slots_have_the_signatures_of_samba_4_17() {
+    assert_same_signatures(&RELEASES[0]);
+}
+
+#[test]
+fn filled_slots_have_the_signatures_of_samba_4_22() {
+    assert_same_signatures(&RELEASES[1]);
+}
+
+/// The comparison can fail: a copy of samba-headers/ with one parameter's type changed.
+#[test]
+fn a_wrong_signature_is_detected() {
+    let broken = probe_dir("broken-signature");
+    for entry in fs::read_dir(repo().join("samba-headers")).expect("read samba-headers") {
+        let entry = entry.expect("dir entry");
+        if entry.path().is_file() {
+            fs::copy(entry.path(), broken.join(entry.file_name())).expect("copy header");
+        }
+    }
+    let abi = broken.join("samba_abi.h");
+    let text = fs::read_to_string(&abi).expect("read samba_abi.h");
+    let changed = text.replacen(
+        "struct files_struct *fsp, uint32_t mode, off_t offset,",
+        "struct files_struct *fsp, uint64_t mode, off_t offset,",
+        1,
+    );
+    assert_ne!(changed, text, "test setup: fallocate's typedef not found");
+    fs::write(&abi, changed).expect("write samba_abi.h");
+    let found = same_signatures(&RELEASES[0], &broken, "broken-signature-probe");
+    assert!(
+        found
+            .as_ref()
+            .is_err_and(|e| e.contains("fallocate_fn: our signature")),
+        "a changed fallocate signature went unnoticed: {found:?}"
+    );
 }
