@@ -362,9 +362,6 @@ fn hung_disk(ctx: &NsContext) {
     let (samples, rounds) = sampler.finish();
     failures.extend(judge_samples(&samples, rounds, &aio_processes, plain_pid));
     failures.extend(judge_counters(smbd));
-    if smbd.log_text().contains("PANIC") {
-        failures.push("smbd panicked (see its log)".into());
-    }
     assert_none(&failures, smbd, 60);
 }
 
@@ -1112,8 +1109,23 @@ fn after_the_cut(record: &Path, disks: &[PathBuf]) {
     );
 }
 
-/// Fails the test with every failure listed, and the last `lines` of smbd's log.
+/// Fails the test with every failure listed, and the last `lines` of smbd's log; also
+/// if smbd panicked, or logged an error the module provoked (asking a path-only handle
+/// for its I/O descriptor).
 fn assert_none(failures: &[String], smbd: &Smbd, lines: usize) {
+    let log = smbd.log_text();
+    let mut failures = failures.to_vec();
+    for (mark, what) in [
+        ("PANIC", "smbd panicked"),
+        (
+            "is a path referencing fsp",
+            "the module asked a path-only handle for its descriptor",
+        ),
+    ] {
+        if log.contains(mark) {
+            failures.push(format!("{what} (smbd's log has `{mark}`)"));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} failure(s):\n  {}\n{}",

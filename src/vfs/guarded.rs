@@ -111,21 +111,37 @@ guarded!(stat(name: *mut ffi::smb_filename) -> i32, on cwd, refused -1);
 guarded!(lstat(name: *mut ffi::smb_filename) -> i32, on cwd, refused -1);
 
 /// A close always closes. On a hung device a helper gets a duplicate of the descriptor
-/// first, so that smbd's close is not the file's last (see `pool::handover`).
+/// first, so that smbd's close is not the file's last (see `pool::handover`); an `O_PATH`
+/// descriptor releases nothing and is closed as it is.
 pub unsafe extern "C" fn close(handle: Handle, fsp: Fsp) -> i32 {
     guard(-1, || {
         // SAFETY: arguments as smbd passed them; the next handle per the VFS chain.
         unsafe {
-            let fd = (api().fsp_get_io_fd)(fsp);
-            if fd >= 0 && breaker::open_for(fd) {
-                if let Some(pool) = pool_of(handle) {
-                    // SAFETY: smbd's descriptor of the file, open until the close below.
-                    if let Ok(dup) = BorrowedFd::borrow_raw(fd).try_clone_to_owned() {
-                        pool.hand_over_close(dup);
-                    }
-                }
+            if breaker::any_open() {
+                hand_over_if_hung(handle, fd_of(fsp));
             }
             (api().next.close)((*handle).next, fsp)
         }
     })
+}
+
+/// Hands a duplicate of `fd` to a helper of the share if its file is on a hung device and
+/// opened for I/O.
+unsafe fn hand_over_if_hung(handle: Handle, fd: RawFd) {
+    if fd < 0 || !breaker::open_for(fd) {
+        return;
+    }
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || flags & libc::O_PATH != 0 {
+        return;
+    }
+    // SAFETY: the handle smbd passed in (the module's contract).
+    let Some(pool) = (unsafe { pool_of(handle) }) else {
+        return;
+    };
+    // SAFETY: smbd's descriptor of the file, open until its close right after.
+    if let Ok(dup) = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned() {
+        pool.hand_over_close(dup);
+    }
 }
