@@ -30,6 +30,10 @@ const MAX_CHILDREN: usize = 1024;
 /// # Safety
 /// `argv` holds `argc` NUL-terminated strings, as the C runtime passes them.
 pub unsafe fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    // First, while root still holds the real uid: the user cannot attach before it.
+    if sys::never_dumpable().is_err() {
+        return exit::SANDBOX;
+    }
     sys::close_all_but(CONTROL_FD);
     // SAFETY: as the caller promises.
     let Some(parent) = (unsafe { parse_args(argc, argv) }) else {
@@ -37,6 +41,10 @@ pub unsafe fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
     };
     if credentials::become_effective_user().is_err() {
         return exit::CREDENTIALS;
+    }
+    // Again: a change of effective ids would have made it dumpable per the sysctl.
+    if sys::never_dumpable().is_err() {
+        return exit::SANDBOX;
     }
     // After the credentials: changing them clears the parent-death signal.
     if sys::die_with_parent(parent).is_err() {
