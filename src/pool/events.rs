@@ -5,6 +5,7 @@
 
 use super::Pool;
 use crate::abi::ffi;
+use crate::parent::reap;
 use std::ffi::c_void;
 use std::rc::Weak;
 use std::time::Instant;
@@ -110,7 +111,7 @@ impl Drop for Timer {
 }
 
 unsafe extern "C" fn readable(
-    _ev: *mut ffi::tevent_context,
+    ev: *mut ffi::tevent_context,
     _fde: *mut ffi::tevent_fd,
     _flags: u16,
     private: *mut c_void,
@@ -123,11 +124,13 @@ unsafe extern "C" fn readable(
         if let Some(pool) = pool {
             pool.on_readable(helper);
         }
+        // A zygote let go meanwhile is reaped when it exits, not at the next wake-up.
+        reap::watch_kept(ev);
     })
 }
 
 unsafe extern "C" fn fired(
-    _ev: *mut ffi::tevent_context,
+    ev: *mut ffi::tevent_context,
     _te: *mut ffi::tevent_timer,
     _now: ffi::timeval,
     private: *mut c_void,
@@ -138,5 +141,6 @@ unsafe extern "C" fn fired(
         if let Some(pool) = pool {
             pool.on_timer();
         }
+        reap::watch_kept(ev);
     })
 }

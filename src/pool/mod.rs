@@ -358,6 +358,8 @@ impl Drop for Pool {
         inner.crews.clear();
         // SAFETY: our own talloc context; everything under it is ours.
         unsafe { ffi::aio_fork_talloc_free(inner.mem) };
+        // The zygotes just ended are reaped as they exit, though this pool is gone.
+        reap::watch_kept(inner.ev);
     }
 }
 

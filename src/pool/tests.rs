@@ -846,3 +846,47 @@ fn a_piece_that_cannot_be_sent_is_resent_at_once() {
     assert!(back == t.data);
     assert_ne!(t.pool.helper_pids(), vec![only]);
 }
+
+/// The zygote of the pool's first crew.
+fn zygote_pid(pool: &Pool) -> i32 {
+    pool.inner.borrow().crews[0]
+        .zygote
+        .as_ref()
+        .expect("a zygote")
+        .pid()
+}
+
+/// Whether `pid` is reaped (gone from /proc, not even a zombie).
+fn reaped(pid: i32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn a_dropped_pools_zygote_is_reaped_as_it_exits_with_no_request_after() {
+    let lp = Loop::new();
+    let pool = pool(&lp, config());
+    warm_up(&lp, &pool);
+    let zygote = zygote_pid(&pool);
+    drop(pool);
+    lp.run_until("the zygote reaped", LONG, || reaped(zygote));
+    assert_eq!(crate::parent::reap::kept(), 0, "its pidfd is closed");
+}
+
+#[test]
+fn a_zygote_let_go_by_an_idle_pool_is_reaped_as_it_exits() {
+    let cfg = Config {
+        idle_timeout: Duration::from_secs(1),
+        ..config()
+    };
+    let t = Fixture::new(cfg, 10, 1);
+    warm_up(&t.lp, &t.pool);
+    let zygote = zygote_pid(&t.pool);
+    t.lp.run_until("the crew let go", LONG, || {
+        t.pool.inner.borrow().crews[0].zygote.is_none()
+    });
+    t.lp.run_until("the zygote reaped", LONG, || reaped(zygote));
+    assert!(
+        t.pool.inner.borrow().timer.is_none(),
+        "no timer needed for it"
+    );
+}
