@@ -66,7 +66,7 @@ pub struct Reply {
 
 /// Bumped whenever a message changes: the module and the helper program of one build must
 /// speak the same (smbd passes it on the command line, the zygote says it again).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The zygote's first message, once it holds its final credentials and filter.
 #[repr(C)]
@@ -97,7 +97,9 @@ pub struct ZygoteRequest {
     pub buf_size: u64,
 }
 
-/// The answer to `Spawn`; on success it carries three fds: socket, memfd, pidfd.
+/// The answer to `Spawn`; on success it carries two fds: smbd's end of the helper's
+/// socket and its buffer's memfd. (No pidfd: smbd opens its own, once it has seen that
+/// `pid` is the zygote's child.)
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ZygoteReply {

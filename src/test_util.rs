@@ -92,3 +92,57 @@ pub fn resident_pages(buf: &mut [u8]) -> usize {
     assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
     vec.iter().filter(|&&b| b & 1 != 0).count()
 }
+
+/// xorshift64: reproducible random bytes for the fuzz-style tests.
+pub struct TestRng(u64);
+
+impl TestRng {
+    pub fn new(seed: u64) -> TestRng {
+        TestRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A file of its own, to count the descriptors of it a test leaves open.
+pub struct Marker(std::fs::File);
+
+impl Marker {
+    pub fn new() -> Marker {
+        Marker(temp_file(b"marker"))
+    }
+
+    /// A new descriptor of the marker file (the caller owns it).
+    pub fn dup(&self) -> std::os::fd::OwnedFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().try_clone_to_owned().unwrap()
+    }
+
+    /// Descriptors of this process open on the marker file, besides its own.
+    pub fn open_elsewhere(&self) -> usize {
+        use std::os::unix::fs::MetadataExt;
+        let me = self.0.metadata().unwrap();
+        let open = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::metadata(e.ok()?.path()).ok())
+            .filter(|m| m.dev() == me.dev() && m.ino() == me.ino())
+            .count();
+        open - 1
+    }
+}

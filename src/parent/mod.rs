@@ -3,6 +3,7 @@
 //! how many processes one smbd process may have.
 
 pub mod credentials;
+pub mod handover;
 pub mod helper;
 pub mod processes;
 pub mod reap;

@@ -53,10 +53,11 @@ impl FileId {
 pub struct Ending {
     pub id: u64,
     pub crew: usize,
+    /// Wakes the pool when the helper has exited. Dropped before `process` closes the pidfd
+    /// it watches (fields drop in order; see `events`).
+    _watch: FdWatch,
     process: HelperProcess,
     _slot: Slot,
-    /// Wakes the pool when the helper has exited.
-    _watch: FdWatch,
     /// The file the helper was writing, if it was.
     pub writing: Option<FileId>,
     /// A request to send again once the helper has exited, if that is by `deadline`.

@@ -16,7 +16,11 @@ struct Wake {
     helper: u64,
 }
 
-/// A readable-watch on a helper's socket.
+/// A readable-watch on a helper's socket (or pidfd). It must be dropped while the
+/// descriptor is still open: tevent takes it out of epoll by the descriptor's number, and
+/// the kernel drops a closed descriptor from epoll only once nothing else refers to its
+/// file; a watch freed after the close could stay in epoll and be reported, pointing to
+/// freed memory (smbd aborts: "Bad talloc magic value").
 pub struct FdWatch {
     fde: *mut ffi::tevent_fd,
     /// The event's private data; lives as long as the event.

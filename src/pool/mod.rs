@@ -24,6 +24,7 @@
 //! the meantime removes its own pending actions (see `forget`).
 
 mod crew;
+mod distrust;
 mod ending;
 mod events;
 pub mod latency;
@@ -204,11 +205,12 @@ impl Ids {
 struct Helper {
     id: u64,
     crew: usize,
+    /// Wakes the pool when the helper answers or dies. Dropped before `process` closes the
+    /// socket it watches (fields drop in order; see `events`).
+    _watch: FdWatch,
     process: HelperProcess,
     /// Its place under `max processes`.
     _slot: Slot,
-    /// Wakes the pool when the helper answers or dies.
-    _watch: FdWatch,
     state: HelperState,
     /// Whether its buffer holds pages (a request used it since it was last released).
     buffer_used: bool,
@@ -530,6 +532,11 @@ impl PoolInner {
                 self.pump();
                 return;
             }
+            ReplyRead::Malformed => {
+                self.broke_protocol(idx, format_args!("a message of another size"));
+                self.pump();
+                return;
+            }
             ReplyRead::Reply(r) => r,
         };
         let (job_id, chunk) = match self.helpers[idx].state {
@@ -537,23 +544,15 @@ impl PoolInner {
                 job, seq, chunk, ..
             } if seq == reply.seq => (job, chunk),
             _ => {
-                tracing::error!(
-                    pid = self.helpers[idx].process.pid(),
-                    "helper sent an unexpected reply"
-                );
-                self.bury(idx, true);
+                self.broke_protocol(idx, format_args!("a reply to nothing asked: {reply:?}"));
                 self.pump();
                 return;
             }
         };
         if !protocol::reply_is_valid(reply.result, chunk) {
-            tracing::error!(
-                pid = self.helpers[idx].process.pid(),
-                result = reply.result,
-                chunk,
-                "helper answered neither a byte count within the request nor an errno"
-            );
-            self.bury(idx, true);
+            let result = reply.result;
+            let what = format_args!("result {result} for a piece of {chunk} bytes");
+            self.broke_protocol(idx, what);
             self.pump();
             return;
         }

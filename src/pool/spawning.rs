@@ -68,10 +68,11 @@ impl PoolInner {
         }
     }
 
-    /// The zygote of `crew` failed: it is not asked again; the crew's next request starts
-    /// a new one.
+    /// The zygote of `crew` failed: it is not asked again; a later request of the crew
+    /// starts a new one (see `Crew::failed` for when).
     pub(super) fn zygote_failed(&mut self, crew: usize, e: &std::io::Error) {
-        self.crews[crew].stop_zygote();
+        self.crews[crew].failed(e);
+        self.stats.zygote_failures += 1;
         self.log_spawn_error(e);
     }
 

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::test_util::temp_file;
 use std::cell::RefCell;
 use std::io::{Read, Seek};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -889,4 +889,35 @@ fn a_zygote_let_go_by_an_idle_pool_is_reaped_as_it_exits() {
         t.pool.inner.borrow().timer.is_none(),
         "no timer needed for it"
     );
+}
+
+/// tevent takes a watched descriptor out of epoll by its number, and the kernel drops it
+/// from epoll only once no descriptor anywhere refers to the socket: a watch freed after
+/// its socket is closed would stay in epoll while another reference lives (here a copy
+/// made by the test), and epoll would go on reporting the dead helper's hang-up with a
+/// pointer to the freed event. Each watch goes first.
+#[test]
+fn a_helpers_watch_is_freed_before_its_socket_closes() {
+    let cfg = Config {
+        min_helpers: 1,
+        ..config()
+    };
+    let t = Fixture::new(cfg, 10, 1);
+    warm_up(&t.lp, &t.pool);
+    let (pid, sock) = {
+        let inner = t.pool.inner.borrow();
+        let helper = &inner.helpers[0].process;
+        (helper.pid(), helper.socket())
+    };
+    // SAFETY: dup of a descriptor the pool holds open; the copy is ours.
+    let copy = unsafe { std::os::fd::OwnedFd::from_raw_fd(libc::dup(sock)) };
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+    t.lp.run_until("the helper buried", LONG, || {
+        !t.pool.helper_pids().contains(&pid)
+    });
+    // Turns of the loop in which a stale event would be reported (and abort the process).
+    let until = Instant::now() + Duration::from_millis(300);
+    t.lp.run_until("more turns of the loop", LONG, || Instant::now() > until);
+    drop(copy);
+    assert_eq!(t.pool.stats().helper_deaths, 1);
 }
