@@ -93,6 +93,49 @@ pub fn resident_pages(buf: &mut [u8]) -> usize {
     vec.iter().filter(|&&b| b & 1 != 0).count()
 }
 
+/// The hostile helper program (tests/programs/hostile_helper.rs) under the name of its
+/// misbehaviour: a link to it in a directory of its own (removed on drop), with its
+/// `hostile.conf` (`seed`; no uid: it is hostile to everyone).
+pub struct Hostile {
+    pub program: std::ffi::CString,
+    dir: std::path::PathBuf,
+}
+
+impl Hostile {
+    pub fn new(mode: &str, seed: u64) -> Hostile {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let exe = std::env::current_exe().unwrap();
+        let target = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("aio_fork_hostile_helper");
+        assert!(
+            target.is_file(),
+            "{} missing: run `cargo build` first",
+            target.display()
+        );
+        let dir = std::env::temp_dir().join(format!(
+            "aio_fork_hostile_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hostile.conf"), format!("seed={seed}\n")).unwrap();
+        let link = dir.join(mode);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let program = std::ffi::CString::new(link.into_os_string().into_encoded_bytes()).unwrap();
+        Hostile { program, dir }
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// xorshift64: reproducible random bytes for the fuzz-style tests.
 pub struct TestRng(u64);
 

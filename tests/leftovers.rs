@@ -19,7 +19,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -29,14 +28,13 @@ use std::time::{Duration, Instant};
 
 use common::client::Session;
 use common::data;
+use common::held::{held_now, left_over, module_things, Held};
 use common::namespace::{run_in_namespace, NsContext};
 use common::procs;
 use common::run;
 use common::smbd::{Smbd, SmbdBuilder};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the module may take to let go of what it holds once it should.
-const LET_GO: Duration = Duration::from_secs(5);
 const MIB: u64 = 1 << 20;
 
 #[test]
@@ -162,31 +160,6 @@ fn transfer(session: &mut Session, smbd: &Smbd, share: &str, source: &Path, dir:
     let _ = fs::remove_file(&back);
 }
 
-/// The problems if connection `conn` still holds, within [`LET_GO`], more things of the
-/// module's kind than `before`.
-fn left_over(conn: u32, before: &[String], when: &str) -> Vec<String> {
-    let deadline = Instant::now() + LET_GO;
-    loop {
-        let held = held_now(conn).expect("the connection's fd table");
-        let things = module_things(&held);
-        if things.len() <= before.len() {
-            println!(
-                "{when}: connection {conn} holds {} fds; of the module's kind: {things:?}",
-                held.fds.len()
-            );
-            return Vec::new();
-        }
-        if Instant::now() > deadline {
-            return vec![format!(
-                "{when}: {LET_GO:?} later connection {conn} still holds {things:?} (after the \
-                 tree connect: {before:?}); all its fds: {:?}",
-                held.fds
-            )];
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The module's live processes (zygotes, helpers) under connection `conn`.
 fn module_processes(conn: u32) -> Vec<procs::Proc> {
     procs::snapshot()
@@ -209,31 +182,6 @@ fn wait_for_no_module_process(conn: u32) {
         );
         thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// What a process holds: its fds (number, target), its mappings, the unix socket table.
-#[derive(Debug, Default)]
-struct Held {
-    fds: Vec<(String, String)>,
-    maps: String,
-    unix: String,
-}
-
-fn held_now(pid: u32) -> Option<Held> {
-    let mut fds = Vec::new();
-    for entry in fs::read_dir(format!("/proc/{pid}/fd")).ok()? {
-        let entry = entry.ok()?;
-        let target = fs::read_link(entry.path()).unwrap_or_default();
-        fds.push((
-            entry.file_name().to_string_lossy().into_owned(),
-            target.display().to_string(),
-        ));
-    }
-    Some(Held {
-        fds,
-        maps: fs::read_to_string(format!("/proc/{pid}/maps")).ok()?,
-        unix: fs::read_to_string(format!("/proc/{pid}/net/unix")).ok()?,
-    })
 }
 
 /// What connection `pid` held as it exited, as at_exit.so wrote it.
@@ -261,41 +209,6 @@ fn held_at_exit(dir: &Path, pid: u32) -> Held {
         maps: maps.to_string(),
         unix: unix.to_string(),
     }
-}
-
-/// The things in `held` of the kinds the module opens: pidfds, memfds, unix SOCK_SEQPACKET
-/// sockets, and helper buffer mappings.
-fn module_things(held: &Held) -> Vec<String> {
-    let seqpacket: BTreeSet<String> = held
-        .unix
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            // Num RefCount Protocol Flags Type St Inode Path
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.get(4) == Some(&"0005")).then(|| cols.get(6).map(|s| s.to_string()))?
-        })
-        .collect();
-    let mut things = Vec::new();
-    for (fd, target) in &held.fds {
-        let socket = target
-            .strip_prefix("socket:[")
-            .and_then(|s| s.strip_suffix(']'));
-        if target == "anon_inode:[pidfd]" || target.starts_with("pidfd:") {
-            things.push(format!("fd {fd}: pidfd"));
-        } else if target.starts_with("/memfd:") {
-            things.push(format!("fd {fd}: {target}"));
-        } else if socket.is_some_and(|inode| seqpacket.contains(inode)) {
-            things.push(format!("fd {fd}: seqpacket {target}"));
-        }
-    }
-    things.extend(
-        held.maps
-            .lines()
-            .filter(|l| l.contains("aio_fork_buffer"))
-            .map(|l| format!("mapping {l}")),
-    );
-    things
 }
 
 /// tests/programs/at_exit.c as a shared object for LD_PRELOAD.

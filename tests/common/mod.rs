@@ -15,6 +15,7 @@
 //!   orphans (the test is the namespace's init), checks smbd's log for crashes.
 //! - [`stats`]: parses the module's `aio_fork stats ...` log lines.
 //! - [`data`]: pseudo-random files and byte-for-byte comparison.
+//! - [`held`]: what a process holds of the kinds the module opens (pidfds, sockets, buffers).
 //! - [`images`]: loop-mounted file systems (ext4, XFS) for shares.
 //! - [`setid`]: a user's write into a root-owned set-id file, as on a plain share.
 //! - [`users`]: extra Unix users (namespace-private /etc/passwd) and SMB users.
@@ -31,6 +32,7 @@ pub mod cluster;
 pub mod data;
 pub mod expected;
 pub mod faults;
+pub mod held;
 pub mod images;
 pub mod module;
 pub mod namespace;
