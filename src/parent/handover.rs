@@ -22,28 +22,30 @@ fn refused(what: std::fmt::Arguments) -> io::Error {
     io::Error::from_raw_os_error(libc::EPROTO)
 }
 
-/// A pidfd of helper `pid`, which must be a live child of zygote `zygote`.
+/// A pidfd of helper `pid`, which must be a live child of zygote `zygote`. ESRCH: it has
+/// exited already (or there is no such process: a helper that died as it was made, or a
+/// pid made up, are both useless and harmless); EPROTO: it is not the zygote's child.
 pub fn helper_pidfd(pid: i32, zygote: i32) -> io::Result<OwnedFd> {
+    let gone = || io::Error::from_raw_os_error(libc::ESRCH);
     if pid <= 0 {
         return Err(refused(format_args!("pid {pid} for a helper")));
     }
     // SAFETY: pidfd_open takes a pid and flags; the descriptor it returns is ours.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if raw < 0 {
-        return Err(refused(format_args!(
-            "pid {pid} for a helper, which is no process ({})",
-            io::Error::last_os_error()
-        )));
+        return Err(gone());
     }
     // SAFETY: just opened, owned from here on.
     let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
     let parent = parent_of(pid);
-    // Until the process exits, `pid` names it and no other: the parent read above is its
-    // own if it is still running now.
-    if parent != Some(zygote) || exited(&pidfd) {
+    // Until the process exits (and is reaped), `pid` names it and no other: the parent read
+    // above is its own if it has not exited by now.
+    if exited(&pidfd) {
+        return Err(gone());
+    }
+    if parent != Some(zygote) {
         return Err(refused(format_args!(
-            "pid {pid} for a helper: its parent is {parent:?}, not the zygote {zygote}, or it \
-             has exited"
+            "pid {pid} for a helper: its parent is {parent:?}, not the zygote {zygote}"
         )));
     }
     Ok(pidfd)
@@ -171,15 +173,26 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
+        let error = |pid, zygote| {
+            helper_pidfd(pid, zygote)
+                .err()
+                .and_then(|e| e.raw_os_error())
+        };
         assert!(helper_pidfd(pid, me).is_ok(), "our own child");
-        assert!(helper_pidfd(pid, me + 1).is_err(), "not the zygote's child");
-        assert!(helper_pidfd(me, me).is_err(), "the zygote itself");
-        assert!(helper_pidfd(1, me).is_err(), "init");
-        assert!(helper_pidfd(0, me).is_err() && helper_pidfd(-1, me).is_err());
+        assert_eq!(
+            error(pid, me + 1),
+            Some(libc::EPROTO),
+            "not the zygote's child"
+        );
+        assert_eq!(error(me, me), Some(libc::EPROTO), "the zygote itself");
+        assert_eq!(error(1, me), Some(libc::EPROTO), "init");
+        assert_eq!(error(0, me), Some(libc::EPROTO));
+        assert_eq!(error(-1, me), Some(libc::EPROTO));
         child.kill().unwrap();
         // Exited, not reaped yet: its pid still names it, but it is no helper anymore.
         std::thread::sleep(std::time::Duration::from_millis(100));
-        assert!(helper_pidfd(pid, me).is_err(), "an exited child");
+        assert_eq!(error(pid, me), Some(libc::ESRCH), "an exited child");
         child.wait().unwrap();
+        assert_eq!(error(pid, me), Some(libc::ESRCH), "a reaped child");
     }
 }

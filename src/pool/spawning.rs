@@ -123,6 +123,12 @@ impl PoolInner {
         };
         let process = match HelperProcess::from_spawned(spawned, BUFFER_SIZE, zygote) {
             Ok(p) => p,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                // Killed as it was made: a death, as if it had died just after.
+                tracing::warn!("helper exited before smbd took it");
+                self.stats.helper_deaths += 1;
+                return;
+            }
             Err(e) => {
                 self.zygote_failed(crew, &e);
                 return;
