@@ -10,7 +10,7 @@ packages=(
 	python3-samba    # Samba's client library for Python: the bad-input and security tests' clients
 	samba-vfs-modules # Samba's C aio_fork, aio_pthread, io_uring: compared against ours
 	libclang-dev     # bindgen (build.rs)
-	libtalloc-dev libtevent-dev pkg-config gcc
+	libtalloc-dev libtevent-dev pkg-config gcc # gcc also builds the tests' preloaded libraries (benches/c/ballast.c, tests/programs/at_exit.c)
 	libsmbclient-dev # the benchmark's load generator
 	ctdb             # the two-node clustered Samba of the cluster test
 	python3-smbc     # libsmbclient from Python: the cluster test's second client
@@ -18,7 +18,7 @@ packages=(
 	iproute2 util-linux procps psmisc # ip, unshare, ps, fuser: private namespaces for tests
 	debootstrap      # the root file systems of the other Samba releases the tests run
 	xfsprogs         # mkfs.xfs: XFS shares in tests/inline_writes.rs and the benchmark (RWF_NOWAIT writes)
-	user-mode-linux kmod quota # a Linux guest with disk quotas (the host kernel may lack a quota format): tests/privileges.rs
+	user-mode-linux kmod quota # Linux guests of the tests: disk quotas (the host kernel may lack a quota format), tests/privileges.rs; fs.suid_dumpable (not namespaced), tests/local_users.rs
 	dmsetup cifs-utils fio e2fsprogs # the guest's device-mapper disks, the kernel's SMB client, fio --verify, e2fsck/debugfs after a power cut: tests/block_devices.rs
 	binutils         # objdump: tests/abi_binaries.rs reads each release's smbd
 	dpkg-dev man-db  # the Debian package (cargo-deb's dpkg-shlibdeps) and its man page test

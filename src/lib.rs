@@ -11,7 +11,7 @@
 //!   done at once in smbd from the page cache, queued for a helper, or the next module's;
 //!   scheduling, policy, process start-up, timed-out helpers, tevent events, counters,
 //!   latency percentiles);
-//! - `parent/`: what runs in smbd to start, talk to, end and reap the module's processes;
+//! - `parent/`: what runs in smbd to start, check, talk to, end and reap the module's processes;
 //! - `child/`: what runs in those processes (the helper program `src/bin/aio_fork_helper.rs`:
 //!   its zygote, the helpers, their credentials and sandbox), under the rules stated there;
 //! - `protocol`: what crosses the sockets between the two sides; `config`: the share's

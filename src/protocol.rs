@@ -108,7 +108,9 @@ pub struct ZygoteRequest {
     pub buf_size: u64,
 }
 
-/// The answer to `Spawn`; on success it carries three fds: socket, memfd, pidfd.
+/// The answer to `Spawn`; on success it carries two fds: smbd's end of the helper's
+/// socket and its buffer's memfd. (No pidfd: smbd opens its own, once it has seen that
+/// `pid` is the zygote's child.)
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ZygoteReply {

@@ -92,3 +92,100 @@ pub fn resident_pages(buf: &mut [u8]) -> usize {
     assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
     vec.iter().filter(|&&b| b & 1 != 0).count()
 }
+
+/// The hostile helper program (tests/programs/hostile_helper.rs) under the name of its
+/// misbehaviour: a link to it in a directory of its own (removed on drop), with its
+/// `hostile.conf` (`seed`; no uid: it is hostile to everyone).
+pub struct Hostile {
+    pub program: std::ffi::CString,
+    dir: std::path::PathBuf,
+}
+
+impl Hostile {
+    pub fn new(mode: &str, seed: u64) -> Hostile {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let exe = std::env::current_exe().unwrap();
+        let target = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("aio_fork_hostile_helper");
+        assert!(
+            target.is_file(),
+            "{} missing: run `cargo build` first",
+            target.display()
+        );
+        let dir = std::env::temp_dir().join(format!(
+            "aio_fork_hostile_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hostile.conf"), format!("seed={seed}\n")).unwrap();
+        let link = dir.join(mode);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let program = std::ffi::CString::new(link.into_os_string().into_encoded_bytes()).unwrap();
+        Hostile { program, dir }
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// xorshift64: reproducible random bytes for the fuzz-style tests.
+pub struct TestRng(u64);
+
+impl TestRng {
+    pub fn new(seed: u64) -> TestRng {
+        TestRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A file of its own, to count the descriptors of it a test leaves open.
+pub struct Marker(std::fs::File);
+
+impl Marker {
+    pub fn new() -> Marker {
+        Marker(temp_file(b"marker"))
+    }
+
+    /// A new descriptor of the marker file (the caller owns it).
+    pub fn dup(&self) -> std::os::fd::OwnedFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().try_clone_to_owned().unwrap()
+    }
+
+    /// Descriptors of this process open on the marker file, besides its own.
+    pub fn open_elsewhere(&self) -> usize {
+        use std::os::unix::fs::MetadataExt;
+        let me = self.0.metadata().unwrap();
+        let open = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::metadata(e.ok()?.path()).ok())
+            .filter(|m| m.dev() == me.dev() && m.ino() == me.ino())
+            .count();
+        open - 1
+    }
+}

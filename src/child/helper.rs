@@ -48,10 +48,12 @@ pub unsafe fn run(sock: libc::c_int, buf: SharedBuf, zygote: libc::pid_t) -> ! {
 type Confine =
     fn(&super::sandbox::Filter<{ super::sandbox::HELPER_LEN }>) -> Result<(), libc::c_int>;
 
-/// Dies with the zygote, default signal handling, no fd but `sock`, a recognisable name,
-/// then the sandbox (`confine`). `Err(exit code)`: the helper must not serve.
+/// Dies with the zygote, not dumpable (inherited from the zygote, checked here), default
+/// signal handling, no fd but `sock`, a recognisable name, then the sandbox (`confine`).
+/// `Err(exit code)`: the helper must not serve.
 fn set_up(sock: libc::c_int, zygote: libc::pid_t, confine: Confine) -> Result<(), i32> {
     sys::die_with_parent(zygote).map_err(|_| super::exit::ORPHAN)?;
+    sys::never_dumpable().map_err(|_| super::exit::SANDBOX)?;
     sys::reset_signals();
     sys::close_all_but(sock);
     sys::set_name(HELPER_COMM);

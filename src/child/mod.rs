@@ -23,7 +23,7 @@ pub mod exit {
     pub const USAGE: i32 = 64;
     /// Could not take the user's credentials for good.
     pub const CREDENTIALS: i32 = 65;
-    /// The kernel refused no_new_privs or the seccomp filter.
+    /// The kernel refused non-dumpability, no_new_privs or the seccomp filter.
     pub const SANDBOX: i32 = 66;
     /// Ran without smbd (its parent was gone already).
     pub const ORPHAN: i32 = 67;

@@ -62,11 +62,11 @@ const SYS_GETTIMEOFDAY: libc::c_long = libc::SYS_gettimeofday;
 #[cfg(target_arch = "aarch64")]
 const SYS_GETTIMEOFDAY: libc::c_long = libc::SYS_clock_gettime;
 
-/// What the zygote calls to make a helper (socketpair, sealed memfd, mapping, fork,
-/// pidfd), to reap and end its children, and what a new helper calls before its own
+/// What the zygote calls to make a helper (socketpair, sealed memfd, mapping, fork), to
+/// reap and end its children, and what a new helper calls before its own
 /// filter is in place (prctl, close_range, signal set-up). A filter is inherited by every
 /// child and filters only add up, so the helpers' calls must be allowed here too.
-const ZYGOTE_CALLS: [libc::c_long; 23] = [
+const ZYGOTE_CALLS: [libc::c_long; 22] = [
     libc::SYS_recvfrom,
     libc::SYS_socketpair,
     libc::SYS_memfd_create,
@@ -75,7 +75,6 @@ const ZYGOTE_CALLS: [libc::c_long; 23] = [
     libc::SYS_mmap,
     libc::SYS_munmap,
     libc::SYS_clone,
-    libc::SYS_pidfd_open,
     libc::SYS_wait4,
     libc::SYS_waitid,
     libc::SYS_read,

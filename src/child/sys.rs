@@ -101,6 +101,25 @@ pub fn die_with_parent(parent: libc::pid_t) -> Result<(), ()> {
     }
 }
 
+/// Makes the process non-dumpable, and checks that it is. The kernel does so by itself
+/// for a program exec'd with a real uid other than its effective one only while
+/// `fs.suid_dumpable` is 0; made explicit, it holds whatever the sysctl says: a process
+/// of the same uid cannot ptrace this one (nor attach to it: a tracer that got in first
+/// would keep it), read its memory (the buffer it shares with smbd) or reach its
+/// descriptors through /proc, and no core dump is written. Forked children inherit it;
+/// exec and a change of effective ids reset it, hence the check after every such step.
+pub fn never_dumpable() -> Result<(), ()> {
+    // SAFETY: prctl on this process with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong);
+        if libc::prctl(libc::PR_GET_DUMPABLE) == 0 {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+}
+
 /// The process's name in /proc/<pid>/comm (at most 15 bytes and a NUL).
 pub fn set_name(name: &[u8; 16]) {
     // SAFETY: a NUL-terminated constant.

@@ -6,7 +6,7 @@
 //! the helpers on smbd's behalf. Helpers are its children: it reaps them as they die
 //! (signalfd on SIGCHLD), ends them when smbd asks (smbd may be acting as another user
 //! then, and could not signal them itself), and hands smbd for each new one its control
-//! socket, its sealed shared-buffer memfd and a pidfd.
+//! socket and its sealed shared-buffer memfd.
 
 use super::helper::{self, SharedBuf};
 use super::sys::{self, cvt, errno};
@@ -30,6 +30,10 @@ const MAX_CHILDREN: usize = 1024;
 /// # Safety
 /// `argv` holds `argc` NUL-terminated strings, as the C runtime passes them.
 pub unsafe fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    // First, while root still holds the real uid: the user cannot attach before it.
+    if sys::never_dumpable().is_err() {
+        return exit::SANDBOX;
+    }
     sys::close_all_but(CONTROL_FD);
     // SAFETY: as the caller promises.
     let Some(parent) = (unsafe { parse_args(argc, argv) }) else {
@@ -37,6 +41,10 @@ pub unsafe fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
     };
     if credentials::become_effective_user().is_err() {
         return exit::CREDENTIALS;
+    }
+    // Again: a change of effective ids would have made it dumpable per the sysctl.
+    if sys::never_dumpable().is_err() {
+        return exit::SANDBOX;
     }
     // After the credentials: changing them clears the parent-death signal.
     if sys::die_with_parent(parent).is_err() {
@@ -205,7 +213,7 @@ fn serve_one(sock: libc::c_int, children: &mut Children) -> bool {
     }
     match req.op {
         op if op == ZygoteOp::Spawn as u32 => {
-            let mut fds = [-1; 3];
+            let mut fds = [-1; 2];
             let reply = match spawn_helper(req.buf_size as usize, &mut fds, children) {
                 Ok(pid) => ZygoteReply { pid, error: 0 },
                 Err(error) => ZygoteReply { pid: -1, error },
@@ -223,10 +231,10 @@ fn serve_one(sock: libc::c_int, children: &mut Children) -> bool {
     true
 }
 
-/// Forks a helper; on success `fds` holds smbd's socket end, the memfd and the pidfd.
+/// Forks a helper; on success `fds` holds smbd's socket end and the memfd.
 fn spawn_helper(
     size: usize,
-    fds: &mut [libc::c_int; 3],
+    fds: &mut [libc::c_int; 2],
     children: &mut Children,
 ) -> Result<i32, i32> {
     let mut pair = [-1; 2];
@@ -248,7 +256,7 @@ fn spawn_helper(
 fn buffer_and_fork(
     size: usize,
     child_sock: libc::c_int,
-    fds: &mut [libc::c_int; 3],
+    fds: &mut [libc::c_int; 2],
     children: &mut Children,
 ) -> Result<i32, i32> {
     // SAFETY: a constant name; the descriptor is ours (closed by the caller).
@@ -297,13 +305,10 @@ fn buffer_and_fork(
         return Err(e);
     }
     let pid = pid as libc::pid_t;
-    // SAFETY: pidfd_open of our unreaped child.
-    fds[2] = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
-    if fds[2] < 0 || !children.add(pid) {
-        let e = if fds[2] < 0 { errno() } else { libc::EAGAIN };
+    if !children.add(pid) {
         // SAFETY: our unreaped child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        return Err(e);
+        return Err(libc::EAGAIN);
     }
     Ok(pid)
 }

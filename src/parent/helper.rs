@@ -1,7 +1,7 @@
 //! One helper process, seen from smbd: hand it a request, read its reply, end it.
 
-use super::reap;
 use super::zygote::{Spawned, Zygote};
+use super::{handover, reap};
 use crate::protocol::{self, Reply, Request};
 use memmap2::MmapMut;
 use nix::sys::socket::{self, ControlMessage, MsgFlags};
@@ -26,11 +26,15 @@ pub struct HelperProcess {
 /// What reading a helper's socket gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReplyRead {
+    /// A message of a reply's size: whether it answers what was asked is the pool's to say.
     Reply(Reply),
     /// Nothing to read yet (spurious wake-up).
     NotYet,
-    /// The helper is gone or spoke nonsense: it must be ended and its request retried.
+    /// The helper is gone: it must be ended and its request retried.
     Dead,
+    /// A message no helper of ours sends (not a reply's size): the helper breaks the
+    /// protocol.
+    Malformed,
 }
 
 impl HelperProcess {
@@ -42,23 +46,26 @@ impl HelperProcess {
         Self::from_spawned(spawned, buf_size, zygote.clone())
     }
 
-    /// The helper `zygote` answered with, once its buffer is checked and mapped.
+    /// The helper `zygote` answered with, once what it handed over is checked (see
+    /// `handover`), its buffer mapped and a pidfd of smbd's own opened for it.
     pub fn from_spawned(
         s: Spawned,
         buf_size: usize,
         zygote: Rc<Zygote>,
     ) -> io::Result<HelperProcess> {
         let file = std::fs::File::from(s.memfd);
-        check_buffer(&file, buf_size)?;
-        // SAFETY: the memfd is sealed against shrinking (checked above), so the mapping
-        // can never lose its pages under us.
+        handover::buffer(&file, buf_size)?;
+        handover::control_socket(&s.sock)?;
+        let pidfd = handover::helper_pidfd(s.pid, zygote.pid())?;
+        // SAFETY: the memfd is a tmpfs file sealed against shrinking (checked above), so
+        // the mapping can never lose its pages under us.
         let buf = unsafe { memmap2::MmapOptions::new().len(buf_size).map_mut(&file) }?;
         set_nonblocking(&s.sock)?;
         Ok(HelperProcess {
             pid: s.pid,
             sock: s.sock,
             buf,
-            pidfd: s.pidfd,
+            pidfd,
             zygote,
         })
     }
@@ -137,42 +144,29 @@ impl HelperProcess {
 
     /// Reads one reply without blocking.
     pub fn read_reply(&self) -> ReplyRead {
-        // One byte more than a reply, so that an oversized message shows as such.
-        let mut bytes = [0u8; std::mem::size_of::<Reply>() + 1];
-        loop {
-            match socket::recv(self.sock.as_raw_fd(), &mut bytes, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => return ReplyRead::Dead,
-                Ok(n) => {
-                    return match protocol::from_bytes::<Reply>(&bytes[..n]) {
-                        Some(reply) => ReplyRead::Reply(reply),
-                        None => ReplyRead::Dead,
-                    }
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(nix::errno::Errno::EAGAIN) => return ReplyRead::NotYet,
-                Err(_) => return ReplyRead::Dead,
-            }
-        }
+        read_reply_from(self.sock.as_raw_fd())
     }
 }
 
-/// The buffer must be as large as asked and sealed against shrinking: smbd copies up to
-/// `size` bytes through the mapping, and a shorter file would fault (SIGBUS) in smbd.
-fn check_buffer(file: &std::fs::File, size: usize) -> io::Result<()> {
-    let len = file.metadata()?.len();
-    // SAFETY: F_GET_SEALS on a descriptor we own.
-    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
-    let sealed = seals >= 0 && seals & libc::F_SEAL_SHRINK != 0;
-    if len != size as u64 || !sealed {
-        tracing::error!(
-            len,
-            size,
-            seals,
-            "helper buffer refused: wrong size or not sealed"
-        );
-        return Err(io::Error::from_raw_os_error(libc::EPROTO));
+/// Reads one message from a helper's socket `sock` without blocking. Descriptors sent
+/// along with it are not received: the kernel closes them, none reaches smbd.
+fn read_reply_from(sock: RawFd) -> ReplyRead {
+    // One byte more than a reply, so that an oversized message shows as such.
+    let mut bytes = [0u8; std::mem::size_of::<Reply>() + 1];
+    loop {
+        match socket::recv(sock, &mut bytes, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return ReplyRead::Dead,
+            Ok(n) => {
+                return match protocol::from_bytes::<Reply>(&bytes[..n]) {
+                    Some(reply) => ReplyRead::Reply(reply),
+                    None => ReplyRead::Malformed,
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return ReplyRead::NotYet,
+            Err(_) => return ReplyRead::Dead,
+        }
     }
-    Ok(())
 }
 
 fn set_nonblocking(sock: &OwnedFd) -> io::Result<()> {
@@ -368,29 +362,58 @@ mod tests {
         assert!(h.buffer()[..4096].iter().all(|&b| b == 5));
     }
 
+    /// Random datagrams on a helper's socket, with up to four descriptors each: a reply
+    /// only from exactly a reply's bytes; an empty one reads as the helper's end; no
+    /// descriptor reaches smbd.
     #[test]
-    fn a_short_or_unsealed_buffer_is_refused() {
-        let short = memfd(4096, true);
-        assert!(check_buffer(&short, 8192).is_err());
-        let unsealed = memfd(8192, false);
-        assert!(check_buffer(&unsealed, 8192).is_err());
-        let good = memfd(8192, true);
-        assert!(check_buffer(&good, 8192).is_ok());
-    }
-
-    fn memfd(len: u64, seal: bool) -> std::fs::File {
-        let fd = nix::sys::memfd::memfd_create(
-            c"t",
-            nix::sys::memfd::MemFdCreateFlag::MFD_ALLOW_SEALING,
+    fn random_datagrams_decode_to_a_reply_only_when_reply_sized_and_bring_no_descriptor() {
+        use crate::test_util::{Marker, TestRng};
+        use nix::sys::socket::{sendmsg, socketpair, AddressFamily, ControlMessage, SockFlag};
+        let marker = Marker::new();
+        let mut rng = TestRng::new(21);
+        let reply_len = std::mem::size_of::<Reply>();
+        let (theirs, ours) = socketpair(
+            AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            SockFlag::empty(),
         )
         .unwrap();
-        let file = std::fs::File::from(fd);
-        file.set_len(len).unwrap();
-        if seal {
-            // SAFETY: F_ADD_SEALS on a memfd we own.
-            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+        let mut kinds = [0usize; 3]; // replies, malformed, ends
+        for _ in 0..20_000 {
+            let len = match rng.below(4) {
+                0 => reply_len,
+                1 => reply_len - 1 + rng.below(3) as usize,
+                _ => rng.below(64) as usize,
+            };
+            let bytes = rng.bytes(len);
+            let fds: Vec<OwnedFd> = (0..rng.below(5)).map(|_| marker.dup()).collect();
+            let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            let cmsg = [ControlMessage::ScmRights(&raw)];
+            let cmsgs = if raw.is_empty() { &[][..] } else { &cmsg[..] };
+            let iov = [IoSlice::new(&bytes)];
+            sendmsg::<()>(theirs.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None).unwrap();
+            drop(fds);
+            match read_reply_from(ours.as_raw_fd()) {
+                ReplyRead::Reply(r) => {
+                    assert_eq!(protocol::as_bytes(&r), &bytes[..]);
+                    kinds[0] += 1;
+                }
+                ReplyRead::Malformed => {
+                    assert!(len != reply_len && len != 0);
+                    kinds[1] += 1;
+                }
+                ReplyRead::Dead => {
+                    assert_eq!(len, 0);
+                    kinds[2] += 1;
+                }
+                ReplyRead::NotYet => panic!("a datagram was waiting"),
+            }
+            assert_eq!(marker.open_elsewhere(), 0, "a descriptor came through");
         }
-        file
+        assert_eq!(read_reply_from(ours.as_raw_fd()), ReplyRead::NotYet);
+        eprintln!("helper datagrams: {kinds:?} (replies, malformed, empty)");
+        assert!(kinds.iter().all(|&n| n > 0), "{kinds:?}");
     }
 
     #[test]

@@ -38,12 +38,12 @@ pub enum Message {
     Spawned(io::Result<Spawned>),
 }
 
-/// A helper the zygote forked: its pid, smbd's end of its socket, its buffer, a pidfd.
+/// A helper the zygote forked, as it says: its pid, smbd's end of its socket, its buffer
+/// (checked before use: see `handover`).
 pub struct Spawned {
     pub pid: i32,
     pub sock: OwnedFd,
     pub memfd: OwnedFd,
-    pub pidfd: OwnedFd,
 }
 
 impl Zygote {
@@ -108,7 +108,7 @@ impl Zygote {
             return Ok(Some(Message::Ready));
         }
         let mut reply = ZygoteReply::default();
-        let mut fds: [Option<OwnedFd>; 3] = [None, None, None];
+        let mut fds: [Option<OwnedFd>; 2] = [None, None];
         if !self.receive(&mut reply, &mut fds)? {
             return Ok(None);
         }
@@ -117,14 +117,13 @@ impl Zygote {
                 reply.error,
             )))));
         }
-        let [Some(sock), Some(memfd), Some(pidfd)] = fds else {
+        let [Some(sock), Some(memfd)] = fds else {
             return Err(io::Error::from_raw_os_error(libc::EPROTO));
         };
         Ok(Some(Message::Spawned(Ok(Spawned {
             pid: reply.pid,
             sock,
             memfd,
-            pidfd,
         }))))
     }
 
@@ -184,6 +183,19 @@ impl Zygote {
 /// Waiting for the zygote, for the unit tests, which have no event loop of their own.
 #[cfg(test)]
 impl Zygote {
+    /// A zygote seen from smbd with no process behind it: the test speaks for it on the
+    /// other end of `sock`, and must say `expected` first.
+    fn over(sock: OwnedFd, expected: ZygoteHello, slot: Slot) -> Zygote {
+        Zygote {
+            pid: expected.pid,
+            sock,
+            expected,
+            hello_seen: Cell::new(false),
+            pidfd: None,
+            _slot: slot,
+        }
+    }
+
     /// Waits for the next message (up to [`ANSWER_TIMEOUT`]).
     pub fn wait_message(&self) -> io::Result<Message> {
         let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
@@ -454,6 +466,106 @@ mod tests {
         );
         assert_eq!(C.live(), 0, "a failed start gives its slot back");
         assert!(helper_program().as_bytes().ends_with(b"aio_fork_helper"));
+    }
+
+    /// Random datagrams, many of them shaped like the zygote's messages (with fields right
+    /// or random), with up to four descriptors each: a hello counts only if it is exactly
+    /// the one expected and alone, a helper only with exactly its two descriptors and no
+    /// error; anything else ends the zygote (a fresh one takes over) or is its refusal; no
+    /// descriptor stays open in smbd but those of a helper handed over, closed with it.
+    #[test]
+    fn random_datagrams_are_taken_only_when_exactly_right_and_leak_no_descriptor() {
+        use crate::test_util::{Marker, TestRng};
+        static C: crate::parent::processes::Counter = crate::parent::processes::Counter::new();
+        let marker = Marker::new();
+        let mut rng = TestRng::new(7);
+        let expected = ZygoteHello {
+            version: protocol::PROTOCOL_VERSION,
+            pid: 4242,
+            uid: 1000,
+            gid: 1001,
+        };
+        let mut counts = [0usize; 4]; // ready, helper, refusal, zygote given up
+        let mut talk: Option<(OwnedFd, Zygote, bool)> = None;
+        for _ in 0..20_000 {
+            let (theirs, zygote, hello_seen) = talk.get_or_insert_with(|| {
+                let (ours, theirs) = socketpair().unwrap();
+                let slot = C.take(usize::MAX).unwrap();
+                (theirs, Zygote::over(ours, expected, slot), false)
+            });
+            // Mostly the right value, now and then another.
+            let pick = |rng: &mut TestRng, right: u32, span: u32| {
+                if rng.below(4) == 0 {
+                    rng.below(u64::from(span)) as u32
+                } else {
+                    right
+                }
+            };
+            let bytes = match rng.below(3) {
+                0 if !*hello_seen => {
+                    let hello = ZygoteHello {
+                        version: pick(&mut rng, expected.version, 5),
+                        pid: pick(&mut rng, expected.pid as u32, 5000) as i32,
+                        uid: pick(&mut rng, expected.uid, 2000),
+                        gid: pick(&mut rng, expected.gid, 2000),
+                    };
+                    protocol::as_bytes(&hello).to_vec()
+                }
+                0 | 1 => {
+                    let reply = ZygoteReply {
+                        pid: pick(&mut rng, 77, 100) as i32,
+                        error: pick(&mut rng, 0, 3) as i32,
+                    };
+                    protocol::as_bytes(&reply).to_vec()
+                }
+                _ => {
+                    let len = rng.below(24) as usize;
+                    rng.bytes(len)
+                }
+            };
+            let fds: Vec<OwnedFd> = (0..rng.below(5)).map(|_| marker.dup()).collect();
+            let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            let iov = [std::io::IoSlice::new(&bytes)];
+            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
+            let cmsgs = if raw.is_empty() { &[][..] } else { &cmsg[..] };
+            nix::sys::socket::sendmsg::<()>(
+                theirs.as_raw_fd(),
+                &iov,
+                cmsgs,
+                nix::sys::socket::MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+            drop(fds);
+            match zygote.next_message() {
+                Ok(Some(Message::Ready)) => {
+                    assert!(bytes == protocol::as_bytes(&expected) && raw.is_empty());
+                    *hello_seen = true;
+                    counts[0] += 1;
+                }
+                Ok(Some(Message::Spawned(Ok(helper)))) => {
+                    let reply: ZygoteReply = protocol::from_bytes(&bytes).unwrap();
+                    assert!(*hello_seen && reply.error == 0 && raw.len() == 2);
+                    assert_eq!(helper.pid, reply.pid);
+                    counts[1] += 1;
+                }
+                Ok(Some(Message::Spawned(Err(e)))) => {
+                    let reply: ZygoteReply = protocol::from_bytes(&bytes).unwrap();
+                    assert!(*hello_seen && reply.error != 0 && raw.len() <= 2);
+                    assert_eq!(e.raw_os_error(), Some(reply.error));
+                    counts[2] += 1;
+                }
+                Ok(None) => panic!("a message was waiting: {bytes:?}"),
+                Err(_) => {
+                    talk = None;
+                    counts[3] += 1;
+                }
+            }
+        }
+        drop(talk);
+        eprintln!("zygote messages: {counts:?} (hellos, helpers, refusals, given up)");
+        assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
+        assert_eq!(marker.open_elsewhere(), 0, "descriptors left open");
     }
 
     /// A reply carrying more descriptors than room was made for: every descriptor the

@@ -15,16 +15,17 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// After the helper program failed to start, the crew's requests go to the next module
-/// for this long before it is tried again.
+/// After the helper program failed to start or failed the pool (see `Crew::failed`), the
+/// crew's requests go to the next module for this long before it is tried again.
 const RETRY_START_AFTER: Duration = Duration::from_secs(10);
 
 pub struct Crew {
     pub creds: Credentials,
+    /// Wakes the pool when the zygote speaks; dropped with the zygote, and before it (fields
+    /// drop in order): the event goes before the socket it watches (see `events`).
+    watch: Option<FdWatch>,
     /// Set while the crew may grow; helpers keep their zygote alive themselves.
     pub zygote: Option<Rc<Zygote>>,
-    /// Wakes the pool when the zygote speaks; dropped with the zygote.
-    watch: Option<FdWatch>,
     /// The wake-up id of `watch`.
     pub wake: u64,
     started: Instant,
@@ -161,6 +162,26 @@ impl Crew {
             self.started
         };
         Some(asked + ANSWER_TIMEOUT)
+    }
+
+    /// The zygote failed with `e`: it is let go, and unless it had merely ended after its
+    /// hello (killed, say), no other is started for `RETRY_START_AFTER`: a helper program
+    /// that answers wrongly or not at all, or hands over what it must not, is not started
+    /// again for every request.
+    pub fn failed(&mut self, e: &io::Error) {
+        let ended = self.ready && e.raw_os_error() == Some(libc::EPIPE);
+        if ended {
+            self.stop_zygote();
+        } else {
+            self.back_off();
+        }
+    }
+
+    /// Lets the zygote go and starts no other for `RETRY_START_AFTER`: the crew's requests
+    /// go to its remaining helpers, or to the next module.
+    pub fn back_off(&mut self) {
+        self.stop_zygote();
+        self.failed = Some(Instant::now());
     }
 
     /// Lets the zygote go (it exits once the last of its helpers is gone); unanswered

@@ -27,10 +27,11 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(1);
 pub struct Ending {
     pub id: u64,
     pub crew: usize,
+    /// Wakes the pool when the helper has exited. Dropped before `process` closes the pidfd
+    /// it watches (fields drop in order; see `events`).
+    _watch: FdWatch,
     process: HelperProcess,
     _slot: Slot,
-    /// Wakes the pool when the helper has exited.
-    _watch: FdWatch,
     /// The file the helper was writing, if it was.
     pub writing: Option<FileId>,
     /// A request to send again once the helper has exited, if that is by `deadline`.
@@ -186,7 +187,7 @@ impl PoolInner {
             .copied()
             .filter(|id| {
                 // A close waits for a helper as long as it takes: failing it would leave
-                // smbd the last reference (see `handover`).
+                // smbd the last reference (see `closing`).
                 self.jobs.get(id).is_some_and(|j| {
                     j.op != Op::Close && now.saturating_duration_since(j.progress) >= timeout
                 })

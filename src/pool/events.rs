@@ -5,6 +5,7 @@
 
 use super::Pool;
 use crate::abi::ffi;
+use crate::parent::reap;
 use std::ffi::c_void;
 use std::rc::Weak;
 use std::time::Instant;
@@ -15,7 +16,11 @@ struct Wake {
     helper: u64,
 }
 
-/// A readable-watch on a helper's socket.
+/// A readable-watch on a helper's socket (or pidfd). It must be dropped while the
+/// descriptor is still open: tevent takes it out of epoll by the descriptor's number, and
+/// the kernel drops a closed descriptor from epoll only once nothing else refers to its
+/// file; a watch freed after the close could stay in epoll and be reported, pointing to
+/// freed memory (smbd aborts: "Bad talloc magic value").
 pub struct FdWatch {
     fde: *mut ffi::tevent_fd,
     /// The event's private data; lives as long as the event.
@@ -110,7 +115,7 @@ impl Drop for Timer {
 }
 
 unsafe extern "C" fn readable(
-    _ev: *mut ffi::tevent_context,
+    ev: *mut ffi::tevent_context,
     _fde: *mut ffi::tevent_fd,
     _flags: u16,
     private: *mut c_void,
@@ -123,11 +128,13 @@ unsafe extern "C" fn readable(
         if let Some(pool) = pool {
             pool.on_readable(helper);
         }
+        // A zygote let go meanwhile is reaped when it exits, not at the next wake-up.
+        reap::watch_kept(ev);
     })
 }
 
 unsafe extern "C" fn fired(
-    _ev: *mut ffi::tevent_context,
+    ev: *mut ffi::tevent_context,
     _te: *mut ffi::tevent_timer,
     _now: ffi::timeval,
     private: *mut c_void,
@@ -138,5 +145,6 @@ unsafe extern "C" fn fired(
         if let Some(pool) = pool {
             pool.on_timer();
         }
+        reap::watch_kept(ev);
     })
 }

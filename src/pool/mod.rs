@@ -24,11 +24,12 @@
 //! the meantime removes its own pending actions (see `forget`).
 
 pub mod breaker;
+mod closing;
 mod crew;
+mod distrust;
 mod ending;
 mod events;
 mod file_id;
-mod handover;
 pub mod latency;
 mod nowait;
 mod policy;
@@ -96,7 +97,7 @@ pub struct Job {
     pub timed_out: bool,
     /// The module's own probe of a hung device (see `breaker`); it owns `fd`.
     pub probe: Option<breaker::Probe>,
-    /// The descriptor a close hands to a helper (see `handover`), until it is sent.
+    /// The descriptor a close hands to a helper (see `closing`), until it is sent.
     pub handed: Option<OwnedFd>,
 }
 
@@ -222,11 +223,12 @@ impl Ids {
 struct Helper {
     id: u64,
     crew: usize,
+    /// Wakes the pool when the helper answers or dies. Dropped before `process` closes the
+    /// socket it watches (fields drop in order; see `events`).
+    _watch: FdWatch,
     process: HelperProcess,
     /// Its place under `max processes`.
     _slot: Slot,
-    /// Wakes the pool when the helper answers or dies.
-    _watch: FdWatch,
     state: HelperState,
     /// Whether its buffer holds pages (a request used it since it was last released).
     buffer_used: bool,
@@ -385,6 +387,8 @@ impl Drop for Pool {
         inner.crews.clear();
         // SAFETY: our own talloc context; everything under it is ours.
         unsafe { ffi::aio_fork_talloc_free(inner.mem) };
+        // The zygotes just ended are reaped as they exit, though this pool is gone.
+        reap::watch_kept(inner.ev);
     }
 }
 
@@ -559,6 +563,11 @@ impl PoolInner {
                 self.pump();
                 return;
             }
+            ReplyRead::Malformed => {
+                self.broke_protocol(idx, format_args!("a message of another size"));
+                self.pump();
+                return;
+            }
             ReplyRead::Reply(r) => r,
         };
         let (job_id, chunk) = match self.helpers[idx].state {
@@ -566,23 +575,15 @@ impl PoolInner {
                 job, seq, chunk, ..
             } if seq == reply.seq => (job, chunk),
             _ => {
-                tracing::error!(
-                    pid = self.helpers[idx].process.pid(),
-                    "helper sent an unexpected reply"
-                );
-                self.bury(idx, true);
+                self.broke_protocol(idx, format_args!("a reply to nothing asked: {reply:?}"));
                 self.pump();
                 return;
             }
         };
         if !protocol::reply_is_valid(reply.result, chunk) {
-            tracing::error!(
-                pid = self.helpers[idx].process.pid(),
-                result = reply.result,
-                chunk,
-                "helper answered neither a byte count within the request nor an errno"
-            );
-            self.bury(idx, true);
+            let result = reply.result;
+            let what = format_args!("result {result} for a piece of {chunk} bytes");
+            self.broke_protocol(idx, what);
             self.pump();
             return;
         }

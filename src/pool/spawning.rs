@@ -68,10 +68,11 @@ impl PoolInner {
         }
     }
 
-    /// The zygote of `crew` failed: it is not asked again; the crew's next request starts
-    /// a new one.
+    /// The zygote of `crew` failed: it is not asked again; a later request of the crew
+    /// starts a new one (see `Crew::failed` for when).
     pub(super) fn zygote_failed(&mut self, crew: usize, e: &std::io::Error) {
-        self.crews[crew].stop_zygote();
+        self.crews[crew].failed(e);
+        self.stats.zygote_failures += 1;
         self.log_spawn_error(e);
     }
 
@@ -122,6 +123,12 @@ impl PoolInner {
         };
         let process = match HelperProcess::from_spawned(spawned, BUFFER_SIZE, zygote) {
             Ok(p) => p,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                // Killed as it was made: a death, as if it had died just after.
+                tracing::warn!("helper exited before smbd took it");
+                self.stats.helper_deaths += 1;
+                return;
+            }
             Err(e) => {
                 self.zygote_failed(crew, &e);
                 return;

@@ -5,8 +5,9 @@ use super::*;
 use crate::config::Config;
 use crate::test_util::temp_file;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::{Read, Seek};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -865,4 +866,204 @@ fn a_piece_that_cannot_be_sent_is_resent_at_once() {
     assert_eq!(outcome_of(1), Some(served(1, t.data.len() as isize)));
     assert!(back == t.data);
     assert_ne!(t.pool.helper_pids(), vec![only]);
+}
+
+/// The zygote of the pool's first crew.
+fn zygote_pid(pool: &Pool) -> i32 {
+    pool.inner.borrow().crews[0]
+        .zygote
+        .as_ref()
+        .expect("a zygote")
+        .pid()
+}
+
+/// Whether `pid` is reaped (gone from /proc, not even a zombie).
+fn reaped(pid: i32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn a_dropped_pools_zygote_is_reaped_as_it_exits_with_no_request_after() {
+    let lp = Loop::new();
+    let pool = pool(&lp, config());
+    warm_up(&lp, &pool);
+    let zygote = zygote_pid(&pool);
+    drop(pool);
+    lp.run_until("the zygote reaped", LONG, || reaped(zygote));
+    assert_eq!(crate::parent::reap::kept(), 0, "its pidfd is closed");
+}
+
+#[test]
+fn a_zygote_let_go_by_an_idle_pool_is_reaped_as_it_exits() {
+    let cfg = Config {
+        idle_timeout: Duration::from_secs(1),
+        ..config()
+    };
+    let t = Fixture::new(cfg, 10, 1);
+    warm_up(&t.lp, &t.pool);
+    let zygote = zygote_pid(&t.pool);
+    t.lp.run_until("the crew let go", LONG, || {
+        t.pool.inner.borrow().crews[0].zygote.is_none()
+    });
+    t.lp.run_until("the zygote reaped", LONG, || reaped(zygote));
+    assert!(
+        t.pool.inner.borrow().timer.is_none(),
+        "no timer needed for it"
+    );
+}
+
+/// A request's buffer between two guard zones that no reply may reach; the buffer itself
+/// starts as `fill` (what a write sends), or as [`UNTOUCHED`] bytes (a read's target).
+struct Guarded(Vec<u8>);
+
+const GUARD: usize = 4096;
+const GUARD_BYTE: u8 = 0xC3;
+const UNTOUCHED: u8 = 0x5A;
+
+impl Guarded {
+    fn new(len: usize, fill: Option<&[u8]>) -> Guarded {
+        let mut bytes = vec![GUARD_BYTE; len + 2 * GUARD];
+        match fill {
+            Some(src) => bytes[GUARD..GUARD + len].copy_from_slice(src),
+            None => bytes[GUARD..GUARD + len].fill(UNTOUCHED),
+        }
+        Guarded(bytes)
+    }
+
+    fn data(&mut self) -> &mut [u8] {
+        let len = self.0.len() - 2 * GUARD;
+        &mut self.0[GUARD..GUARD + len]
+    }
+
+    fn guards_intact(&self) -> bool {
+        let len = self.0.len();
+        self.0[..GUARD]
+            .iter()
+            .chain(&self.0[len - GUARD..])
+            .all(|&b| b == GUARD_BYTE)
+    }
+}
+
+/// Helpers that answer every request with a few random datagrams (random lengths and bytes,
+/// right and wrong sequence numbers, results in and out of range, descriptors attached),
+/// and some with the right reply: over many pools (each one's helpers differ), no request
+/// is answered twice or left unanswered, no byte outside a request's buffer changes, and in
+/// it only the part the answer reports: a read's bytes there are the file's, the rest of its
+/// buffer untouched; a write's reported bytes are on disk.
+#[test]
+fn replies_of_random_bytes_never_reach_past_a_request_and_every_request_ends() {
+    const POOLS: u64 = 32;
+    let big = BUFFER_SIZE + 4096; // two pieces
+    let reads = [(0i64, 1usize), (5000, 100_000), (200_000, big)];
+    let write_at = 200_000 + big as i64 + 8192;
+    let writes = [(write_at, 1usize), (write_at + 4096, 70_000)];
+    let file_len = write_at as usize + 100_000;
+    let mut violations = 0;
+    let mut ends: BTreeMap<&str, usize> = BTreeMap::new();
+    for seed in 1..=POOLS {
+        let hostile = crate::test_util::Hostile::new("random", seed);
+        let lp = Loop::new();
+        let cfg = Config {
+            request_timeout: Duration::from_secs(2),
+            ..config()
+        };
+        let pool = Pool::new("t".into(), cfg, hostile.program.clone(), lp.ev, record);
+        let data = pattern(file_len, seed as u8);
+        let file = temp_file(&data);
+        let tag = |i: usize| (seed as usize) * 100 + i;
+        let mut bufs: Vec<(i64, bool, Guarded)> = Vec::new();
+        for &(offset, len) in &reads {
+            bufs.push((offset, false, Guarded::new(len, None)));
+        }
+        for &(offset, len) in &writes {
+            bufs.push((offset, true, Guarded::new(len, Some(&pattern(len, 99)))));
+        }
+        for (i, (offset, write, buf)) in bufs.iter_mut().enumerate() {
+            let op = if *write { Op::Write } else { Op::Read };
+            submit(&pool, tag(i), op, file.as_raw_fd(), *offset, buf.data());
+        }
+        lp.run_until("every request answered", LONG, || {
+            (0..bufs.len()).all(|i| outcome_of(tag(i)).is_some())
+        });
+        let on_disk = std::fs::read(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+        for (i, (offset, write, buf)) in bufs.iter_mut().enumerate() {
+            let answers = outcomes_of(tag(i));
+            assert_eq!(answers.len(), 1, "request {i} of pool {seed}: {answers:?}");
+            let reported = match answers[0] {
+                Outcome::Finish { result, .. } => {
+                    *ends
+                        .entry(if result < 0 { "error" } else { "served" })
+                        .or_default() += 1;
+                    result.max(0) as usize
+                }
+                Outcome::Fallback { done, .. } => {
+                    *ends.entry("next module").or_default() += 1;
+                    done
+                }
+            };
+            assert!(
+                buf.guards_intact(),
+                "pool {seed}: a guard zone of request {i} changed"
+            );
+            let at = *offset as usize;
+            let data_now = buf.data();
+            assert!(
+                reported <= data_now.len(),
+                "request {i}: {reported} bytes reported"
+            );
+            if *write {
+                let sent = pattern(data_now.len(), 99);
+                assert!(
+                    on_disk[at..at + reported] == sent[..reported],
+                    "pool {seed}: write {i} reported {reported} bytes not on disk"
+                );
+            } else {
+                assert!(
+                    data_now[..reported] == data[at..at + reported],
+                    "pool {seed}: read {i} holds other bytes than the file's"
+                );
+                assert!(
+                    data_now[reported..].iter().all(|&b| b == UNTOUCHED),
+                    "pool {seed}: read {i} changed bytes past the {reported} it reported"
+                );
+            }
+        }
+        violations += pool.stats().violations;
+        drop(pool);
+    }
+    eprintln!(
+        "random replies: {violations} helpers ended for breaking the protocol; requests: {ends:?}"
+    );
+    assert!(violations >= POOLS, "too few violations seen: {violations}");
+}
+
+/// tevent takes a watched descriptor out of epoll by its number, and the kernel drops it
+/// from epoll only once no descriptor anywhere refers to the socket: a watch freed after
+/// its socket is closed would stay in epoll while another reference lives (here a copy
+/// made by the test), and epoll would go on reporting the dead helper's hang-up with a
+/// pointer to the freed event. Each watch goes first.
+#[test]
+fn a_helpers_watch_is_freed_before_its_socket_closes() {
+    let cfg = Config {
+        min_helpers: 1,
+        ..config()
+    };
+    let t = Fixture::new(cfg, 10, 1);
+    warm_up(&t.lp, &t.pool);
+    let (pid, sock) = {
+        let inner = t.pool.inner.borrow();
+        let helper = &inner.helpers[0].process;
+        (helper.pid(), helper.socket())
+    };
+    // SAFETY: dup of a descriptor the pool holds open; the copy is ours.
+    let copy = unsafe { std::os::fd::OwnedFd::from_raw_fd(libc::dup(sock)) };
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+    t.lp.run_until("the helper buried", LONG, || {
+        !t.pool.helper_pids().contains(&pid)
+    });
+    // Turns of the loop in which a stale event would be reported (and abort the process).
+    let until = Instant::now() + Duration::from_millis(300);
+    t.lp.run_until("more turns of the loop", LONG, || Instant::now() > until);
+    drop(copy);
+    assert_eq!(t.pool.stats().helper_deaths, 1);
 }

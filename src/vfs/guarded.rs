@@ -7,7 +7,7 @@
 //! has been found hanging on a device (`pool::breaker`), these calls on its files answer
 //! EIO at once (the client sees NT_STATUS_IO_DEVICE_ERROR) until a probe finds the device
 //! answering again. A close still closes, after handing the last reference to a helper
-//! (`pool::handover`). While no device hangs, a call costs one look at a thread-local map.
+//! (`pool::closing`). While no device hangs, a call costs one look at a thread-local map.
 //!
 //! `fstat` is not refused: it reads the kernel's inode of an open file (no I/O on local
 //! file systems), and Samba 4.17 leaks the descriptor, then panics, when the fstat before a
@@ -111,7 +111,7 @@ guarded!(stat(name: *mut ffi::smb_filename) -> i32, on cwd, refused -1);
 guarded!(lstat(name: *mut ffi::smb_filename) -> i32, on cwd, refused -1);
 
 /// A close always closes. On a hung device a helper gets a duplicate of the descriptor
-/// first, so that smbd's close is not the file's last (see `pool::handover`); an `O_PATH`
+/// first, so that smbd's close is not the file's last (see `pool::closing`); an `O_PATH`
 /// descriptor releases nothing and is closed as it is.
 pub unsafe extern "C" fn close(handle: Handle, fsp: Fsp) -> i32 {
     guard(-1, || {

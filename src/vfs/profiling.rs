@@ -33,7 +33,7 @@ impl Pending {
             Op::Read => Counter::Pread,
             Op::Write | Op::Append => Counter::Pwrite,
             Op::Fsync => Counter::Fsync,
-            // The module's own (see `pool::handover`), not a request of smbd's.
+            // The module's own (see `pool::closing`), not a request of smbd's.
             Op::Close => return None,
         };
         Some(Pending {

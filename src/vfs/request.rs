@@ -239,7 +239,7 @@ unsafe fn fall_back(req: *mut ffi::tevent_req, done: usize) {
                 offset,
             ),
             Op::Fsync => (api.smb_vfs_call_fsync_send)(next, mem, state.ev, state.fsp),
-            // Not a request smbd sends (the module's own, see `pool::handover`).
+            // Not a request smbd sends (the module's own, see `pool::closing`).
             Op::Close => ptr::null_mut(),
         };
         if subreq.is_null() {

@@ -114,8 +114,13 @@ pub struct Session {
 impl Session {
     /// Connects to `share` and waits until the connection is usable.
     pub fn open(smbd: &Smbd, share: &str, timeout: Duration) -> Session {
+        Session::open_as(smbd, share, &smbd.credentials(), timeout)
+    }
+
+    /// Like [`Session::open`], as another user (`user%password`).
+    pub fn open_as(smbd: &Smbd, share: &str, credentials: &str, timeout: Duration) -> Session {
         let before = smbd.connections();
-        let mut cmd = base_command(smbd, share);
+        let mut cmd = base_command_as(smbd, share, credentials);
         cmd.arg("-E")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -15,6 +15,7 @@
 //!   orphans (the test is the namespace's init), checks smbd's log for crashes.
 //! - [`stats`]: parses the module's `aio_fork stats ...` log lines.
 //! - [`data`]: pseudo-random files and byte-for-byte comparison.
+//! - [`held`]: what a process holds of the kinds the module opens (pidfds, sockets, buffers).
 //! - [`images`]: loop-mounted file systems (ext4, XFS) for shares.
 //! - [`guest`]: inside a user-mode Linux guest: device-mapper disks, the kernel's SMB
 //!   client, smbd threads in uninterruptible sleep.
@@ -34,6 +35,7 @@ pub mod data;
 pub mod expected;
 pub mod faults;
 pub mod guest;
+pub mod held;
 pub mod images;
 pub mod module;
 pub mod namespace;
