@@ -732,7 +732,15 @@ fn judge_counters(smbd: &Smbd) -> Vec<String> {
         failures.push(format!("aio counters do not show the hangs: {line}"));
     }
     if s.fallbacks > 0 {
-        failures.push(format!("aio requests went to the next module: {line}"));
+        let log = smbd.log_text();
+        let why: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("next module") || l.contains("helper died"))
+            .map(str::trim)
+            .collect();
+        failures.push(format!(
+            "aio requests went to the next module: {line}; the module said: {why:?}"
+        ));
     }
     failures
 }
