@@ -54,7 +54,7 @@ type Confine =
 fn set_up(sock: libc::c_int, zygote: libc::pid_t, confine: Confine) -> Result<(), i32> {
     sys::die_with_parent(zygote).map_err(|_| super::exit::ORPHAN)?;
     sys::never_dumpable().map_err(|_| super::exit::SANDBOX)?;
-    sys::reset_signals();
+    sys::set_up_signals();
     sys::close_all_but(sock);
     sys::set_name(HELPER_COMM);
     confine(&super::sandbox::HELPER).map_err(|_| super::exit::SANDBOX)

@@ -40,16 +40,26 @@ pub fn close(fd: libc::c_int) {
     }
 }
 
-/// Default handling and no mask for every signal: the process starts clean whatever the
-/// zygote or smbd had set.
-pub fn reset_signals() {
+/// Default handling for every signal, none blocked; but the termination signals smbd sends
+/// its whole process group when it shuts down (SIGTERM), and those of a terminal or an
+/// init system (SIGINT, SIGHUP, SIGQUIT), are ignored. A helper ends when smbd ends it
+/// (SIGKILL), when its parent dies (PR_SET_PDEATHSIG) or when its socket closes: never in
+/// the middle of a request, by a signal meant for smbd (the request would be retried, or
+/// handed to the next module, in a connection that is going away).
+pub fn set_up_signals() {
     // SAFETY: sigaction and sigprocmask on stack data; no handler of ours is installed.
     unsafe {
         let mut dfl: libc::sigaction = zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
+        let mut ign: libc::sigaction = zeroed();
+        ign.sa_sigaction = libc::SIG_IGN;
         for sig in 1..32 {
+            let ignored = matches!(
+                sig,
+                libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGQUIT
+            );
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                libc::sigaction(sig, if ignored { &ign } else { &dfl }, std::ptr::null_mut());
             }
         }
         let mut none: libc::sigset_t = zeroed();
@@ -184,5 +194,38 @@ pub fn send_with_fds(sock: libc::c_int, bytes: &[u8], fds: &[libc::c_int]) -> bo
             }
             return false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smbds_shutdown_signal_does_not_end_a_helper_sigkill_does() {
+        // SAFETY: the child only makes async-signal-safe calls, then waits to be killed.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            set_up_signals();
+            loop {
+                // SAFETY: pause takes no arguments.
+                unsafe { libc::pause() };
+            }
+        }
+        assert!(pid > 0);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+            // SAFETY: signalling our own child.
+            assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut status = 0;
+        // SAFETY: our own child, without waiting.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) }, 0);
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        // SAFETY: reaping our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
     }
 }

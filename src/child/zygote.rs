@@ -50,7 +50,7 @@ pub unsafe fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
     if sys::die_with_parent(parent).is_err() {
         return exit::ORPHAN;
     }
-    sys::reset_signals();
+    sys::set_up_signals();
     let sigchld = child_signals();
     sys::set_name(ZYGOTE_COMM);
     let ([_, uid, _], [_, gid, _]) = credentials::ids();
