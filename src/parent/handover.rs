@@ -13,9 +13,10 @@
 //!   smbd's copies through the mapping can never fault: a shorter file would raise SIGBUS
 //!   in smbd, and so could a hugetlbfs memfd once its huge pages ran out.
 
+use super::reap;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 fn refused(what: std::fmt::Arguments) -> io::Error {
     tracing::error!("a zygote handed over {what}: refused");
@@ -40,7 +41,7 @@ pub fn helper_pidfd(pid: i32, zygote: i32) -> io::Result<OwnedFd> {
     let parent = parent_of(pid);
     // Until the process exits (and is reaped), `pid` names it and no other: the parent read
     // above is its own if it has not exited by now.
-    if exited(&pidfd) {
+    if reap::has_exited(pidfd.as_fd()) {
         return Err(gone());
     }
     if parent != Some(zygote) {
@@ -57,18 +58,6 @@ fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, after) = stat.rsplit_once(") ")?;
     after.split(' ').nth(1)?.parse().ok()
-}
-
-/// Whether the process of `pidfd` has exited (its pidfd is readable).
-fn exited(pidfd: &OwnedFd) -> bool {
-    let mut pfd = [libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    // SAFETY: one pollfd on our own pidfd, no waiting.
-    let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, 0) };
-    n != 0
 }
 
 /// The helper's control socket must be a unix SOCK_SEQPACKET socket.

@@ -6,7 +6,7 @@ use crate::protocol::{self, Reply, Request};
 use memmap2::MmapMut;
 use nix::sys::socket::{self, ControlMessage, MsgFlags};
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 /// Size of each helper's shared buffer: the largest SMB2 read or write (8 MiB). Larger
@@ -86,14 +86,7 @@ impl HelperProcess {
 
     /// Whether the helper has exited (its pidfd is readable).
     pub fn exited(&self) -> bool {
-        let mut pfd = [libc::pollfd {
-            fd: self.pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        // SAFETY: one pollfd on our own pidfd, no waiting.
-        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, 0) };
-        n == 1 && pfd[0].revents & libc::POLLIN != 0
+        reap::has_exited(self.pidfd.as_fd())
     }
 
     /// SIGKILLs the helper, through the zygote if smbd, acting as another user right now,

@@ -11,7 +11,7 @@
 use crate::abi::ffi;
 use std::cell::RefCell;
 use std::ffi::c_void;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr;
 
 /// A child ended but not exited yet; `watch` is a talloc context of its own holding its
@@ -52,6 +52,18 @@ pub fn kill(pidfd: &OwnedFd) -> bool {
         )
     };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Whether the process of `pidfd` has exited (its pidfd is readable). Never waits.
+pub fn has_exited(pidfd: BorrowedFd) -> bool {
+    let mut pfd = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: one pollfd on a pidfd the caller holds, no waiting.
+    let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, 0) };
+    n == 1 && pfd[0].revents & libc::POLLIN != 0
 }
 
 /// Reaps our child of `pidfd` if it has exited; else keeps it (see `watch_kept`).

@@ -20,9 +20,10 @@
 //! shares of one connection process share it (one device, many shares).
 
 use super::file_id::FileId;
+use crate::parent::reap;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// A file system, by its device number (`st_dev`).
@@ -58,7 +59,7 @@ impl Breaker {
     fn all_exited(&mut self) -> bool {
         let answered = &mut self.answered;
         self.ended.retain(|e| {
-            let gone = exited(&e.pidfd);
+            let gone = reap::has_exited(e.pidfd.as_fd());
             *answered |= gone && e.stuck;
             !gone
         });
@@ -270,17 +271,6 @@ pub fn name(dev: Dev) -> String {
     format!("{}:{}", libc::major(dev), libc::minor(dev))
 }
 
-fn exited(pidfd: &OwnedFd) -> bool {
-    let mut pfd = [libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    // SAFETY: one pollfd on our own pidfd, no waiting.
-    let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, 0) };
-    n == 1 && pfd[0].revents & libc::POLLIN != 0
-}
-
 #[cfg(test)]
 pub fn reset() {
     BREAKERS.with(|b| b.borrow_mut().clear());
@@ -290,7 +280,7 @@ pub fn reset() {
 mod tests {
     use super::*;
     use crate::test_util::temp_file;
-    use std::os::fd::AsFd;
+    use std::os::fd::AsRawFd;
 
     /// A child that exits when its stdin is closed, and its pidfd.
     fn child_until_stdin_closes() -> (OwnedFd, std::process::Child) {
