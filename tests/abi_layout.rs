@@ -440,17 +440,23 @@ fn interface_versions_match_the_real_headers() {
     }
 }
 
+/// A copy of samba-headers/ (its files) in probe directory `name`, to break on purpose.
+fn headers_copy(name: &str) -> PathBuf {
+    let copy = probe_dir(name);
+    for entry in fs::read_dir(repo().join("samba-headers")).expect("read samba-headers") {
+        let entry = entry.expect("dir entry");
+        if entry.path().is_file() {
+            fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy header");
+        }
+    }
+    copy
+}
+
 /// The comparison can fail: a copy of samba-headers/ with two slots swapped must differ.
 #[test]
 fn a_moved_slot_is_detected() {
     let release = &RELEASES[1];
-    let broken = probe_dir("broken-headers");
-    for entry in fs::read_dir(repo().join("samba-headers")).expect("read samba-headers") {
-        let entry = entry.expect("dir entry");
-        if entry.path().is_file() {
-            fs::copy(entry.path(), broken.join(entry.file_name())).expect("copy header");
-        }
-    }
+    let broken = headers_copy("broken-headers");
     let table = broken.join("vfs_fn_pointers_v49.h");
     let text = fs::read_to_string(&table).expect("read table");
     let swapped = text.replacen(
@@ -555,13 +561,7 @@ fn filled_slots_have_the_signatures_of_samba_4_22() {
 /// The comparison can fail: a copy of samba-headers/ with one parameter's type changed.
 #[test]
 fn a_wrong_signature_is_detected() {
-    let broken = probe_dir("broken-signature");
-    for entry in fs::read_dir(repo().join("samba-headers")).expect("read samba-headers") {
-        let entry = entry.expect("dir entry");
-        if entry.path().is_file() {
-            fs::copy(entry.path(), broken.join(entry.file_name())).expect("copy header");
-        }
-    }
+    let broken = headers_copy("broken-signature");
     let abi = broken.join("samba_abi.h");
     let text = fs::read_to_string(&abi).expect("read samba_abi.h");
     let changed = text.replacen(
