@@ -29,6 +29,7 @@ mod ending;
 mod events;
 mod file_id;
 mod handover;
+mod heap_trim;
 pub mod latency;
 mod nowait;
 mod policy;
@@ -192,6 +193,7 @@ struct PoolInner {
     /// The helper program (see `child`).
     program: CString,
     crews: Vec<Crew>,
+    heap_trim: heap_trim::HeapTrim,
 }
 
 /// Counters that hand out ids, one per kind; none is ever given twice.
@@ -280,6 +282,7 @@ impl Pool {
                 last_stats_log: None,
                 program,
                 crews: Vec::new(),
+                heap_trim: heap_trim::HeapTrim::new(ev),
             }),
         })
     }

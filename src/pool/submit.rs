@@ -74,6 +74,7 @@ impl Pool {
             }
             return self.refuse(0);
         }
+        self.inner.borrow().heap_trim.note_request();
         // SAFETY: the buffer as this function's contract states.
         let done = match unsafe { self.try_inline(&spec) } {
             ControlFlow::Continue(done) => done,
