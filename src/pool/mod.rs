@@ -29,11 +29,12 @@ mod ending;
 mod events;
 mod file_id;
 mod handover;
-mod heap_trim;
+mod heap;
 pub mod latency;
 mod nowait;
 mod policy;
 mod probing;
+mod residency;
 mod spawning;
 pub mod stats;
 mod submit;
@@ -193,7 +194,7 @@ struct PoolInner {
     /// The helper program (see `child`).
     program: CString,
     crews: Vec<Crew>,
-    heap_trim: heap_trim::HeapTrim,
+    heap: heap::HeapTrim,
 }
 
 /// Counters that hand out ids, one per kind; none is ever given twice.
@@ -282,7 +283,7 @@ impl Pool {
                 last_stats_log: None,
                 program,
                 crews: Vec::new(),
-                heap_trim: heap_trim::HeapTrim::new(ev),
+                heap: heap::HeapTrim::new(ev),
             }),
         })
     }

@@ -2,6 +2,7 @@
 //! (`nowait`), queueing it for a helper, and handing it to the next module.
 
 use super::nowait::{self, NoWait};
+use super::residency::{self, Cached};
 use super::{breaker, Action, Job, JobId, Pool};
 use crate::abi::ffi;
 use crate::parent::credentials::Credentials;
@@ -18,6 +19,10 @@ use std::time::{Duration, Instant};
 /// helpers). The copy holds smbd's loop about a millisecond per 8 MiB; only this
 /// connection waits, for its own data.
 const INLINE_MAX: usize = 8 << 20;
+
+/// Reads this large are tried in smbd only when all of their pages are cached (see
+/// `residency`); for smaller ones the readahead a miss starts is small.
+const RESIDENCY_MIN: usize = 256 << 10;
 
 /// A read, write, append or fsync as smbd asked for it.
 pub struct Spec {
@@ -74,7 +79,7 @@ impl Pool {
             }
             return self.refuse(0);
         }
-        self.inner.borrow().heap_trim.note_request();
+        self.inner.borrow().heap.note_request();
         // SAFETY: the buffer as this function's contract states.
         let done = match unsafe { self.try_inline(&spec) } {
             ControlFlow::Continue(done) => done,
@@ -160,6 +165,13 @@ impl Pool {
     /// As `submit`.
     unsafe fn try_inline(&self, spec: &Spec) -> ControlFlow<Submitted, usize> {
         if spec.len > INLINE_MAX || !self.inline_allowed(spec.op, spec.fd) {
+            return ControlFlow::Continue(0);
+        }
+        if spec.op == Op::Read
+            && spec.len >= RESIDENCY_MIN
+            && residency::of(spec.fd, spec.offset, spec.len) == Cached::Part
+        {
+            // Part of it must come from the disk: a helper reads it (and its readahead).
             return ControlFlow::Continue(0);
         }
         let started = Instant::now();

@@ -1,16 +1,20 @@
-//! Giving smbd's freed heap back to the kernel once a share connection falls quiet.
+//! smbd's heap: kept warm while a share connection is busy, given back once it is quiet.
 //!
-//! glibc's malloc serves a block of 128 KiB or more with its own mmap at first, but once
-//! such a block is freed it raises its mmap threshold to that block's size (up to 32 MiB)
-//! and its trim threshold to twice that: from then on smbd's 1-8 MiB read and write
-//! buffers come from the heap, and when they are freed up to twice the largest of them
-//! stays there, its pages resident. How much stays depends on how many requests overlapped
-//! as a burst ended, i.e. on timing: after one 8 MiB `get`, an idle connection holds 3 MiB
-//! of anonymous memory or 11 MiB, on a plain share as on this module's (where reads done
-//! at once from the page cache overlap less and leave it more often). So once the pool has
-//! seen no request for `QUIET`, it asks glibc to give back what is free (`malloc_trim`),
-//! once per burst: an idle connection holds what smbd needs, and a busy one keeps its warm
-//! heap.
+//! smbd allocates a buffer for each read and write (up to 8 MiB). glibc serves a block of
+//! 128 KiB or more with its own mmap at first; once such a block is freed it raises its
+//! mmap threshold to that block's size and its trim threshold to twice that, so later
+//! buffers come from the heap, and the heap's free top is given back to the kernel whenever
+//! it exceeds the trim threshold. With two 8 MiB requests in flight (smbclient's window)
+//! the free top crosses twice 8 MiB again and again: the heap shrinks and grows back, and
+//! every page of a regrown buffer faults in fresh, zeroed (on a virtual machine that hands
+//! freed memory back to its host, over 1 us a page: 3 ms an 8 MiB buffer). A plain share
+//! pays those faults in its I/O threads; here the first write to a read buffer is smbd's
+//! copy out of a helper's buffer, on its main thread. So while the connection is busy, the
+//! module keeps large blocks on the heap and the heap's top in place (`keep_warm`: fixed
+//! thresholds above the largest SMB2 request), and how much stays after a burst then
+//! depends on how requests overlapped: up to twice the largest. Once the pool has seen no
+//! request for `QUIET`, it gives back what is free (`malloc_trim`), once per burst: an idle
+//! connection holds what smbd needs, and a busy one keeps its warm heap.
 
 use crate::abi::ffi;
 use std::cell::Cell;
@@ -20,6 +24,28 @@ use std::time::{Duration, Instant};
 
 /// How long a pool must see no request before the heap is trimmed.
 pub const QUIET: Duration = Duration::from_secs(1);
+
+/// Blocks up to this size come from the heap: every SMB2 request buffer (8 MiB of data and
+/// its headers) does.
+const MMAP_THRESHOLD: libc::c_int = 16 << 20;
+/// The heap's free top is given back past this while busy (and all of it when quiet).
+const TRIM_THRESHOLD: libc::c_int = 64 << 20;
+
+/// Fixes glibc's thresholds for smbd's process (see above), once per process.
+pub fn keep_warm() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: mallopt only changes the allocator's tuning; glibc serialises it with
+        // allocations of other threads.
+        let ok = unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+        };
+        if !ok {
+            tracing::debug!("mallopt refused: smbd's heap keeps glibc's own thresholds");
+        }
+    });
+}
 
 /// Trims the heap of smbd's process when the pool that owns it falls quiet.
 pub struct HeapTrim {
@@ -40,8 +66,9 @@ struct State {
 }
 
 impl HeapTrim {
-    /// Trims with `malloc_trim` on smbd's loop `ev`.
+    /// Trims with `malloc_trim` on smbd's loop `ev`; keeps the heap warm meanwhile.
     pub fn new(ev: *mut ffi::tevent_context) -> HeapTrim {
+        keep_warm();
         HeapTrim::with(ev, QUIET, trim_malloc)
     }
 
