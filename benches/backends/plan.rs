@@ -195,8 +195,14 @@ impl Plan {
         // 1 MiB, get and put with 128 KiB (each with a cache drop or pre-read); put and
         // cold get on XFS.
         let transfer = self.seq_size as f64 / MIB as f64 / TRANSFER_MIB_S + TRANSFER_OVERHEAD_S;
-        total += 7.0 * backends * self.seq_repeats as f64 * transfer;
-        total += 2.0 * XFS_BACKENDS.len() as f64 * self.seq_repeats as f64 * transfer;
+        // Five of the seven (and both on XFS) drop the page cache and let it settle.
+        let settle = if self.drop_caches {
+            FREE_MEMORY_SETTLE_S
+        } else {
+            0.0
+        };
+        total += backends * self.seq_repeats as f64 * (7.0 * transfer + 5.0 * settle);
+        total += 2.0 * XFS_BACKENDS.len() as f64 * self.seq_repeats as f64 * (transfer + settle);
         for &c in &self.clients {
             let reps = |n: usize| {
                 let held = n.min(self.idle_repeats) as f64;
@@ -228,6 +234,8 @@ const RUN_OVERHEAD_S: f64 = 0.2;
 const CONNECT_S: f64 = 0.03;
 const TRANSFER_MIB_S: f64 = 400.0;
 const TRANSFER_OVERHEAD_S: f64 = 0.3;
+/// The wait after a page-cache drop on a VM with free page reporting (pagecache.rs).
+const FREE_MEMORY_SETTLE_S: f64 = 3.0;
 const FILE_WRITE_MIB_S: f64 = 300.0;
 const SETUP_S: f64 = 10.0;
 const SMBD_START_S: f64 = 2.0;

@@ -127,6 +127,13 @@ impl Bench {
             Transfer::WarmRead | Transfer::Write => pagecache::warm(&self.sources.seq),
             Transfer::ColdRead => {}
         }
+        if kind != Transfer::WarmRead && self.plan.drop_caches && pagecache::settle_free_memory() {
+            self.note_once(
+                "free page reporting (a VM giving freed memory back to its host): after each \
+                 page-cache drop, runs wait 3 s for it to settle"
+                    .to_string(),
+            );
+        }
         let lines_before = smbd.stats().len();
         let before = self.meter.sample(&[smbd.pid()]);
         let conn_before = RefCell::new(Vec::new());
