@@ -98,7 +98,7 @@ fn median_or_dash(c: Option<Comparison>) -> String {
 }
 
 fn render_workload(out: &mut String, results: &Results, w: &Workload) {
-    let _ = writeln!(out, "\n== {} ==", w.title);
+    let _ = writeln!(out, "\n== {} [{}] ==", w.title, w.id);
     let value_head = format!("{} [95%]", w.unit);
     let mut header = format!(
         "{:>7} {:<12} {:>24} {:>20} {:<20}",
@@ -190,7 +190,7 @@ fn render_workload(out: &mut String, results: &Results, w: &Workload) {
 }
 
 fn render_memory(out: &mut String, results: &Results, w: &Workload, layout: &Layout) {
-    let _ = writeln!(out, "\n== {} ==", w.title);
+    let _ = writeln!(out, "\n== {} [{}] ==", w.title, w.id);
     let _ = writeln!(
         out,
         "{:>7} {:<12} {:>6} {:>7} {:>22} {:>18} {:>22} {:>10} {:<22}",
@@ -268,7 +268,11 @@ fn render_filesystems(out: &mut String, results: &Results, layout: &Layout) {
         let Some(w) = results.workload(xfs) else {
             continue;
         };
-        let _ = writeln!(out, "\n== {title}: ext4 | XFS ({}) ==", w.unit);
+        let _ = writeln!(
+            out,
+            "\n== {title}: ext4 | XFS ({}) [{ext4} | {xfs}] ==",
+            w.unit
+        );
         let _ = writeln!(
             out,
             "{:>7} {:<12} | {:>22} {:>18} {:<20} | {:>22} {:>18} {:<20}",

@@ -25,6 +25,7 @@
 
 pub mod breaker;
 mod crew;
+mod disk_streams;
 mod ending;
 mod events;
 mod file_id;
@@ -195,6 +196,7 @@ struct PoolInner {
     program: CString,
     crews: Vec<Crew>,
     heap: heap::HeapTrim,
+    disk_streams: disk_streams::DiskStreams,
 }
 
 /// Counters that hand out ids, one per kind; none is ever given twice.
@@ -284,6 +286,7 @@ impl Pool {
                 program,
                 crews: Vec::new(),
                 heap: heap::HeapTrim::new(ev),
+                disk_streams: disk_streams::DiskStreams::default(),
             }),
         })
     }

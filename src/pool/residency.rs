@@ -6,7 +6,8 @@
 //! should do, on smbd's main thread, which also sends every reply of the connection: on a
 //! cold sequential read it cost that thread more than the helper round trip it was to save.
 //! `cachestat` (Linux 6.5) counts a range's cached pages without reading or prefetching
-//! anything, so a large read is tried in smbd only when all of it is there.
+//! anything, so a large read is tried in smbd only when all of it is there (see
+//! `disk_streams`).
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,6 @@
 //! (`nowait`), queueing it for a helper, and handing it to the next module.
 
 use super::nowait::{self, NoWait};
-use super::residency::{self, Cached};
 use super::{breaker, Action, Job, JobId, Pool};
 use crate::abi::ffi;
 use crate::parent::credentials::Credentials;
@@ -19,10 +18,6 @@ use std::time::{Duration, Instant};
 /// helpers). The copy holds smbd's loop about a millisecond per 8 MiB; only this
 /// connection waits, for its own data.
 const INLINE_MAX: usize = 8 << 20;
-
-/// Reads this large are tried in smbd only when all of their pages are cached (see
-/// `residency`); for smaller ones the readahead a miss starts is small.
-const RESIDENCY_MIN: usize = 256 << 10;
 
 /// A read, write, append or fsync as smbd asked for it.
 pub struct Spec {
@@ -168,10 +163,13 @@ impl Pool {
             return ControlFlow::Continue(0);
         }
         if spec.op == Op::Read
-            && spec.len >= RESIDENCY_MIN
-            && residency::of(spec.fd, spec.offset, spec.len) == Cached::Part
+            && !self
+                .inner
+                .borrow_mut()
+                .disk_streams
+                .try_in_smbd(spec.fd, spec.offset, spec.len)
         {
-            // Part of it must come from the disk: a helper reads it (and its readahead).
+            // From the disk, or fresh from its readahead: a helper reads it.
             return ControlFlow::Continue(0);
         }
         let started = Instant::now();
