@@ -101,6 +101,7 @@ fn proc_pids() -> Vec<u32> {
 /// The fields of /proc/<pid>/stat used here.
 struct Stat {
     comm: String,
+    ppid: u32,
     utime: u64,
     stime: u64,
     cutime: u64,
@@ -108,7 +109,11 @@ struct Stat {
 }
 
 fn read_stat(pid: u32) -> Option<Stat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    read_stat_path(&format!("/proc/{pid}/stat"))
+}
+
+fn read_stat_path(path: &str) -> Option<Stat> {
+    let text = fs::read_to_string(path).ok()?;
     // comm may hold spaces and parentheses: it ends at the last ')'.
     let open = text.find('(')?;
     let close = text.rfind(')')?;
@@ -118,11 +123,89 @@ fn read_stat(pid: u32) -> Option<Stat> {
     let field = |n: usize| -> Option<u64> { rest.get(n - 3)?.parse().ok() };
     Some(Stat {
         comm,
+        ppid: rest.get(1)?.parse().ok()?,
         utime: field(14)?,
         stime: field(15)?,
         cutime: field(16)?,
         cstime: field(17)?,
     })
+}
+
+/// Where a connection's CPU time went: its smbd process (every thread), of that its main
+/// thread (the one that receives every request and sends every reply), and the processes
+/// below it (helpers, zygotes: those alive now and those it or they reaped), in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ConnCpu {
+    pub process: f64,
+    pub main: f64,
+    pub helpers: f64,
+}
+
+impl std::ops::Sub for ConnCpu {
+    type Output = ConnCpu;
+    fn sub(self, rhs: ConnCpu) -> ConnCpu {
+        ConnCpu {
+            process: self.process - rhs.process,
+            main: self.main - rhs.main,
+            helpers: self.helpers - rhs.helpers,
+        }
+    }
+}
+
+/// CPU time used so far by each live connection process of the smbd `main_pid`.
+pub fn connections(main_pid: u32) -> Vec<(u32, ConnCpu)> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let tick = 1.0 / if hz > 0 { hz as f64 } else { 100.0 };
+    let stats: Vec<(u32, Stat)> = proc_pids()
+        .into_iter()
+        .filter_map(|pid| Some((pid, read_stat(pid)?)))
+        .collect();
+    let below = |root: u32| -> u64 {
+        let mut members = vec![root];
+        let mut ticks = 0;
+        let mut i = 0;
+        while i < members.len() {
+            let parent = members[i];
+            for (pid, st) in stats.iter().filter(|(_, st)| st.ppid == parent) {
+                members.push(*pid);
+                ticks += st.utime + st.stime + st.cutime + st.cstime;
+            }
+            i += 1;
+        }
+        ticks
+    };
+    stats
+        .iter()
+        .filter(|(_, st)| st.ppid == main_pid && procs::is_smbd_comm(&st.comm))
+        .map(|(pid, st)| {
+            let main = read_stat_path(&format!("/proc/{pid}/task/{pid}/stat"))
+                .map_or(0, |t| t.utime + t.stime);
+            let cpu = ConnCpu {
+                process: (st.utime + st.stime) as f64 * tick,
+                main: main as f64 * tick,
+                helpers: (below(*pid) + st.cutime + st.cstime) as f64 * tick,
+            };
+            (*pid, cpu)
+        })
+        .collect()
+}
+
+/// What the connections of `now` used since `before` (a connection new since then counts
+/// from zero); connections gone meanwhile are not counted, so the caller keeps them open.
+pub fn used_since(before: &[(u32, ConnCpu)], now: &[(u32, ConnCpu)]) -> ConnCpu {
+    let mut total = ConnCpu::default();
+    for (pid, cpu) in now {
+        let start = before
+            .iter()
+            .find(|(p, _)| p == pid)
+            .map_or(ConnCpu::default(), |(_, c)| *c);
+        let d = *cpu - start;
+        total.process += d.process;
+        total.main += d.main;
+        total.helpers += d.helpers;
+    }
+    total
 }
 
 /// Private_Dirty (KiB) of each live helper process now: memory a helper holds for

@@ -80,6 +80,36 @@ pub fn smbclient_transfer(smbd: &Smbd, share: &str, command: &str) -> Result<f64
         .ok_or_else(|| format!("no transfer rate in smbclient's output:\n{text}"))
 }
 
+/// One smbclient transfer on a connection that stays open around it: `connected` is
+/// called with the smbd connection process's pid before the command, `done` after it,
+/// both while that process still runs (what it used in between is the transfer's).
+/// Returns the rate smbclient reports, in MiB/s.
+pub fn smbclient_held(
+    smbd: &Smbd,
+    share: &str,
+    command: &str,
+    connected: &mut dyn FnMut(u32),
+    done: &mut dyn FnMut(u32),
+) -> Result<f64, String> {
+    let mut session = client::Session::open(smbd, share, SMBCLIENT_TIMEOUT);
+    let pid = session.server_pid;
+    connected(pid);
+    let lines = session.run(command, SMBCLIENT_TIMEOUT);
+    done(pid);
+    let _ = session.close(SMBCLIENT_TIMEOUT);
+    let text = lines.join("\n");
+    if let Some(status) = text
+        .split_whitespace()
+        .find(|w| w.starts_with("NT_STATUS_"))
+    {
+        let verb = command.split_whitespace().next().unwrap_or(command);
+        return Err(format!("smbclient {verb} failed: {status}"));
+    }
+    parse_average_kib_s(&text)
+        .map(|kib_s| kib_s / 1024.0)
+        .ok_or_else(|| format!("no transfer rate in smbclient's output:\n{text}"))
+}
+
 /// smbclient prints `(average 744727.3 KiloBytes/sec)` after a get and
 /// `(average 288704.8 kb/s)` after a put; both are KiB/s (bytes / 1.024 ms).
 fn parse_average_kib_s(text: &str) -> Option<f64> {
@@ -103,7 +133,7 @@ pub struct RandomSpec<'a> {
     pub seed: u64,
     /// Each client stops after moving this many bytes (or at `duration`).
     pub max_bytes: Option<u64>,
-    /// Clients stay connected this long after reporting, then `held` is called.
+    /// Clients stay connected this long after reporting, before the `held` hook.
     pub hold: Option<Duration>,
     /// Where the clients write their latency files.
     pub scratch: &'a Path,
@@ -135,18 +165,36 @@ impl Drop for Clients {
     }
 }
 
+/// What the caller looks at during a run of [`run_random`], each while the clients are
+/// connected.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Every client connected and opened its file, none started yet.
+    pub ready: Option<&'a mut dyn FnMut()>,
+    /// The clients were told to go.
+    pub started: Option<&'a mut dyn FnMut()>,
+    /// Halfway through the run time, if clients still run.
+    pub halfway: Option<&'a mut dyn FnMut()>,
+    /// Every client reported, then waited `spec.hold` (if any) still connected.
+    pub held: Option<&'a mut dyn FnMut()>,
+}
+
+fn call(hook: &mut Option<&mut dyn FnMut()>) {
+    if let Some(f) = hook {
+        f();
+    }
+}
+
 /// Runs `spec.clients` smbload processes against one share. They connect first; once
-/// all are ready they start together and run for `spec.duration`. `started` is called
-/// when they are told to go, `while_running` halfway through (to look at the server
-/// under load), and with `spec.hold`, `held` once every client reported and waited
-/// that long while still connected.
-pub fn run_random(
-    smbd: &Smbd,
-    spec: &RandomSpec,
-    started: &mut dyn FnMut(),
-    while_running: &mut dyn FnMut(),
-    held: &mut dyn FnMut(),
-) -> Result<RandomResult, String> {
+/// all are ready they start together and run for `spec.duration`; they stay connected
+/// until the `held` hook ran (see [`Hooks`]).
+pub fn run_random(smbd: &Smbd, spec: &RandomSpec, hooks: Hooks) -> Result<RandomResult, String> {
+    let Hooks {
+        ready: mut on_ready,
+        mut started,
+        mut halfway,
+        mut held,
+    } = hooks;
     let url = format!("smb://{}/{}/{}", smbd::ADDRESS, spec.share, spec.file);
     let (tx, rx) = mpsc::channel::<(usize, String)>();
     let mut clients = Clients(Vec::new());
@@ -159,9 +207,9 @@ pub fn run_random(
         if let Some(bytes) = spec.max_bytes {
             cmd.arg("-b").arg(bytes.to_string());
         }
-        if spec.hold.is_some() {
-            cmd.arg("-H");
-        }
+        // Connected until released: what the server holds, and what its connection
+        // processes used, is looked at before they go.
+        cmd.arg("-H");
         cmd.arg(&url)
             .args([smbd::USER, smbd::PASSWORD, spec.mode])
             .arg(spec.request_size.to_string())
@@ -205,6 +253,7 @@ pub fn run_random(
             first_stderr(stderr_threads)
         ));
     }
+    call(&mut on_ready);
     // Kept open while the clients hold their connections: closing releases them.
     let mut stdins = Vec::new();
     for child in &mut clients.0 {
@@ -214,27 +263,24 @@ pub fn run_random(
             stdins.push(stdin);
         }
     }
-    if spec.hold.is_none() {
-        stdins.clear();
-    }
     let go = Instant::now();
-    started();
+    call(&mut started);
     // Results arriving before halfway (clients with a byte limit finish early) are
     // kept; the look halfway through happens only while clients still run.
     let mut results = vec![None; spec.clients];
     if !collect_lines(&rx, &mut results, "result ", go + spec.duration / 2) {
-        while_running();
+        call(&mut halfway);
     }
     let deadline = go + spec.duration + FINISH_SLACK;
     collect_lines(&rx, &mut results, "result ", deadline);
     let results: Vec<String> = results.into_iter().flatten().collect();
-    if let Some(hold) = spec.hold {
-        if results.len() == spec.clients {
+    if results.len() == spec.clients {
+        if let Some(hold) = spec.hold {
             thread::sleep(hold);
-            held();
         }
-        stdins.clear();
+        call(&mut held);
     }
+    stdins.clear();
     let mut failed = Vec::new();
     for (i, child) in clients.0.iter_mut().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -167,6 +167,7 @@ fn bench(ctx: &NsContext, opts: &Options, plan: Plan) {
     };
     fs::create_dir_all(&bench.scratch).expect("create scratch dir");
     bench.default_config(&ctx.workdir.join("smbd-default"));
+    bench.mid_config(&ctx.workdir.join("smbd-mid"));
     bench.capped_config(&ctx.workdir.join("smbd-capped"));
     let ballast = load::build_ballast(&ctx.workdir);
     bench.fork_cost(&ctx.workdir.join("smbd-ballast"), &ballast);
@@ -199,7 +200,7 @@ fn finish(mut bench: Bench, opts: &Options) {
         bench.plan.estimate().as_secs_f64() / 60.0
     ));
     let layout = Layout {
-        memory: workloads::MEM_GET,
+        memory: workloads::MEMORY.to_vec(),
         settle: bench.plan.settle,
         filesystems: workloads::FILESYSTEM_PAIRS.to_vec(),
     };

@@ -43,6 +43,27 @@ pub fn drop_page_cache() -> Result<(), String> {
     fs::write("/proc/sys/vm/drop_caches", "1").map_err(|e| format!("drop_caches: {e}"))
 }
 
+/// Where a guest kernel with free page reporting (virtio-balloon) counts what it gave back
+/// to its host.
+const REPORTED: &str = "/sys/module/page_reporting/parameters/reported_kib";
+/// The kernel reports free memory a couple of seconds after it was freed.
+const REPORTING_SETTLES: Duration = Duration::from_secs(3);
+
+/// On a virtual machine that hands freed memory back to its host (free page reporting), a
+/// page freed a moment ago is still backed and cheap to reuse, one freed a few seconds ago
+/// costs a fault in the host when touched again (over 1 us a page here). Dropping the
+/// page cache frees gigabytes at once: without a wait, the next run gets some of its pages
+/// warm, depending on timing (a put ran at 900 or at 2400 MiB/s by that alone). So after
+/// a drop every run starts once the reporting is done, with the same cold free memory.
+/// True if the machine reports free pages (and so was waited for).
+pub fn settle_free_memory() -> bool {
+    if !Path::new(REPORTED).exists() {
+        return false;
+    }
+    thread::sleep(REPORTING_SETTLES);
+    true
+}
+
 /// Reads a file once so that it is in the page cache.
 pub fn warm(path: &Path) {
     let Ok(mut file) = File::open(path) else {

@@ -19,12 +19,14 @@ use crate::common::stats;
 use crate::load::{self, RandomSpec};
 use crate::plan::Plan;
 use crate::report::{self, Metric};
-use crate::runner::{Bench, LoadRun, Sources, HELPER_SECTION, IDLE_TIMEOUT, PROBE_FILE};
+use crate::runner::{Bench, LoadRun, Sources, Transfer, HELPER_SECTION, IDLE_TIMEOUT, PROBE_FILE};
 use crate::workloads::*;
 use crate::xfs::XfsMount;
 
 /// Samba's C aio_fork fails requests above this; the capped config stays within it.
 const CAPPED_REQUEST: &str = "131072";
+/// The request size of the middle config.
+const MID_REQUEST: &str = "1048576";
 const PROBE_SIZE: u64 = 64 * 1024;
 const FORK_SECTION: &str =
     "Fork cost as smbd grows (first 4 KiB write on a new connection: fork backends spawn a helper)";
@@ -98,10 +100,13 @@ impl Bench {
             stage(&smbd.share_path(&sync_share(b)), &[&s.probe], &[&s.sync]);
         }
         if let Some(mount) = &xfs {
+            // Copies: a hard link cannot cross file systems. The read-only file once, then
+            // linked into each share.
+            let seq = mount.dir.join(s.seq.file_name().expect("file name"));
+            fs::copy(&s.seq, &seq).expect("copy the sequential file to XFS");
             for name in XFS_BACKENDS {
                 let share = xfs_share(backends::by_name(name));
-                // Copies: a hard link cannot cross file systems.
-                stage(&mount.dir.join(&share), &[], &[&s.probe, &s.rand]);
+                stage(&mount.dir.join(&share), &[&seq], &[&s.probe, &s.rand]);
             }
         }
         // Write the copies back now, not during the measurements.
@@ -110,30 +115,51 @@ impl Bench {
         let all = [
             SEQ_READ,
             SEQ_WRITE,
+            COLD_READ,
             RAND_READ,
             RAND_WRITE,
+            MIXED,
             STREAM_READ,
             MEM_GET,
+            MEM_SMBCLIENT,
         ];
         self.check_backends(&smbd, &|b| Some(b.name.to_string()), &all);
         self.check_backends(&smbd, &|b| Some(sync_share(b)), &[FSYNC_WRITE]);
         if xfs.is_some() {
             let xfs_share_of = |b: &Backend| XFS_BACKENDS.contains(&b.name).then(|| xfs_share(b));
-            self.check_backends(&smbd, &xfs_share_of, &[XFS_RAND_READ, XFS_RAND_WRITE]);
+            let xfs_all = [XFS_RAND_READ, XFS_RAND_WRITE, XFS_SEQ_WRITE, XFS_COLD_READ];
+            self.check_backends(&smbd, &xfs_share_of, &xfs_all);
         }
         self.warm_up(&smbd);
 
         self.progress("phase: transfers (8 MiB requests)");
-        self.transfers(&smbd, SEQ_READ, SEQ_WRITE);
+        let transfers = [
+            (SEQ_READ, Transfer::WarmRead),
+            (SEQ_WRITE, Transfer::Write),
+            (COLD_READ, Transfer::ColdRead),
+        ];
+        self.transfers(
+            &smbd,
+            &BACKENDS.iter().collect::<Vec<_>>(),
+            &transfers,
+            |b| b.name.to_string(),
+        );
         self.progress("phase: scaling curves");
         self.scaling(&smbd);
         self.progress("phase: fsync-heavy writes");
         self.fsync(&smbd);
         self.progress("phase: memory scenario");
         self.memory_scenario(&smbd);
+        self.memory_smbclient(&smbd);
         if xfs.is_some() {
             self.progress("phase: XFS shares");
             self.xfs_runs(&smbd);
+            let xfs: Vec<&Backend> = XFS_BACKENDS.iter().map(|n| backends::by_name(n)).collect();
+            let transfers = [
+                (XFS_SEQ_WRITE, Transfer::Write),
+                (XFS_COLD_READ, Transfer::ColdRead),
+            ];
+            self.transfers(&smbd, &xfs, &transfers, xfs_share);
         }
         self.note_module_stats(&smbd);
         drop(smbd);
@@ -159,12 +185,29 @@ impl Bench {
         }
     }
 
-    /// smbclient get and put, each backend once per repeat.
-    fn transfers(&mut self, smbd: &Smbd, read: &'static str, write: &'static str) {
+    /// smbclient gets and puts (`transfers`: workload and kind), each backend once per
+    /// repeat, on the share `share_of` names.
+    fn transfers(
+        &mut self,
+        smbd: &Smbd,
+        backends: &[&Backend],
+        transfers: &[(&'static str, Transfer)],
+        share_of: impl Fn(&Backend) -> String,
+    ) {
+        let cold = transfers.iter().any(|(_, t)| *t == Transfer::ColdRead);
+        if cold && !self.plan.drop_caches {
+            for (w, _) in transfers.iter().filter(|(_, t)| *t == Transfer::ColdRead) {
+                for b in backends {
+                    let why = "--no-drop-caches: a cold read needs the page cache dropped";
+                    self.results.set_unavailable(w, b.name, why.to_string());
+                }
+            }
+        }
         for rep in 0..self.plan.seq_repeats {
-            for b in rotated(&BACKENDS.iter().collect::<Vec<_>>(), rep) {
-                self.transfer_run(smbd, b, read, true, rep);
-                self.transfer_run(smbd, b, write, false, rep);
+            for b in rotated(backends, rep) {
+                for &(workload, kind) in transfers {
+                    self.transfer_run(smbd, b, &share_of(b), workload, kind, rep);
+                }
             }
         }
     }
@@ -174,7 +217,7 @@ impl Bench {
     fn scaling(&mut self, smbd: &Smbd) {
         let plan = &self.plan;
         let (rand, seq) = (self.sources.rand.clone(), self.sources.seq.clone());
-        let workloads: [(&'static str, &str, &str, u64, usize, &Path); 3] = [
+        let workloads: [(&'static str, &str, &str, u64, usize, &Path); 4] = [
             (
                 RAND_READ,
                 "randread",
@@ -186,6 +229,14 @@ impl Bench {
             (
                 RAND_WRITE,
                 "randwrite",
+                "rand.bin",
+                plan.small_request,
+                plan.random_repeats,
+                &rand,
+            ),
+            (
+                MIXED,
+                "randrw",
                 "rand.bin",
                 plan.small_request,
                 plan.random_repeats,
@@ -301,6 +352,20 @@ impl Bench {
         }
     }
 
+    /// N smbclient sessions each get the cached file whole (8 MiB requests, two in
+    /// flight), then stay connected: what an admin sees after a few users copied a file.
+    fn memory_smbclient(&mut self, smbd: &Smbd) {
+        let points = self.plan.mem_clients.clone();
+        let mem = self.sources.mem.clone();
+        for rep in 0..self.plan.mem_repeats {
+            for (i, &clients) in points.iter().enumerate() {
+                for b in rotated(&BACKENDS.iter().collect::<Vec<_>>(), rep + i) {
+                    self.sessions_run(smbd, b, MEM_SMBCLIENT, "mem.bin", &mem, clients, rep);
+                }
+            }
+        }
+    }
+
     fn xfs_runs(&mut self, smbd: &Smbd) {
         let xfs: Vec<&Backend> = XFS_BACKENDS.iter().map(|n| backends::by_name(n)).collect();
         let points = self.plan.xfs_clients.clone();
@@ -334,6 +399,39 @@ impl Bench {
         }
     }
 
+    /// smbd with requests of at most 1 MiB (what many clients use): a cold get, with 16
+    /// requests in flight, and a put.
+    pub fn mid_config(&mut self, dir: &Path) {
+        let mut builder = SmbdBuilder::without_shares(dir)
+            .global("smb2 max read", MID_REQUEST)
+            .global("smb2 max write", MID_REQUEST)
+            .global("smb2 max trans", MID_REQUEST);
+        for b in &BACKENDS {
+            builder = builder.share(b.name, &share_options(b, false));
+        }
+        let smbd = builder.start();
+        for b in &BACKENDS {
+            let s = &self.sources;
+            stage(&smbd.share_path(b.name), &[&s.seq, &s.probe], &[]);
+        }
+        self.check_backends(
+            &smbd,
+            &|b| Some(b.name.to_string()),
+            &[COLD_READ_MID, SEQ_WRITE_MID],
+        );
+        self.progress("phase: transfers (1 MiB requests)");
+        let transfers = [
+            (COLD_READ_MID, Transfer::ColdRead),
+            (SEQ_WRITE_MID, Transfer::Write),
+        ];
+        self.transfers(
+            &smbd,
+            &BACKENDS.iter().collect::<Vec<_>>(),
+            &transfers,
+            |b| b.name.to_string(),
+        );
+    }
+
     /// smbd with requests capped at 128 KiB, so Samba's C aio_fork can take part.
     pub fn capped_config(&mut self, dir: &Path) {
         let mut builder = SmbdBuilder::without_shares(dir)
@@ -354,7 +452,16 @@ impl Bench {
             &[SEQ_READ_CAPPED, SEQ_WRITE_CAPPED],
         );
         self.progress("phase: transfers (128 KiB requests)");
-        self.transfers(&smbd, SEQ_READ_CAPPED, SEQ_WRITE_CAPPED);
+        let transfers = [
+            (SEQ_READ_CAPPED, Transfer::WarmRead),
+            (SEQ_WRITE_CAPPED, Transfer::Write),
+        ];
+        self.transfers(
+            &smbd,
+            &BACKENDS.iter().collect::<Vec<_>>(),
+            &transfers,
+            |b| b.name.to_string(),
+        );
     }
 
     /// One untimed get and put on the plain share: the first transfers after smbd
@@ -439,7 +546,7 @@ impl Bench {
                         hold: None,
                         scratch: &self.scratch,
                     };
-                    let result = load::run_random(&smbd, &spec, &mut || {}, &mut || {}, &mut || {});
+                    let result = load::run_random(&smbd, &spec, load::Hooks::default());
                     smbd.wait_idle(IDLE_TIMEOUT);
                     match result {
                         Ok(r) => {

@@ -63,12 +63,13 @@ impl Plan {
                 random_repeats: 3,
                 seq_repeats: 2,
                 idle_repeats: 1,
-                settle: Duration::from_millis(500),
+                // Past the module's quiet time (1 s), after which it gives its heap back.
+                settle: Duration::from_millis(1500),
                 fsync_clients: 4,
                 mem_clients: vec![4],
                 mem_repeats: 2,
                 xfs_clients: vec![8],
-                xfs_image: 512 * MIB,
+                xfs_image: GIB,
                 ballast_mib: vec![0, 256],
                 fork_probes: 2,
                 drop_caches,
@@ -94,7 +95,8 @@ impl Plan {
                 mem_clients: vec![16, 32],
                 mem_repeats: 3,
                 xfs_clients: vec![1, 16],
-                xfs_image: 2 * GIB,
+                // seq.bin, a put of it, a rand.bin per share: with room.
+                xfs_image: 4 * GIB,
                 ballast_mib: vec![0, 512, 2048],
                 fork_probes: 5,
                 drop_caches,
@@ -122,16 +124,16 @@ impl Plan {
         );
         let _ = writeln!(
             out,
-            "  transfers: smbclient get/put of a {} MiB file, 8 MiB and 128 KiB requests, {} \
-             repeats",
+            "  transfers: smbclient get (cached, and cold: page cache dropped before) and put \
+             of a {} MiB file, with 8 MiB, 1 MiB and 128 KiB requests, {} repeats",
             self.seq_size / MIB,
             self.seq_repeats
         );
         let _ = writeln!(
             out,
-            "  scaling: clients {:?}, {secs:.1} s per run: 4 KiB random reads/writes of a \
-             cached {} MiB file x{} repeats, 8 MiB streaming reads of the {} MiB file x{}; \
-             idle memory in the first {} repeat(s)",
+            "  scaling: clients {:?}, {secs:.1} s per run: 4 KiB random reads, writes and \
+             both mixed of a cached {} MiB file x{} repeats, 8 MiB streaming reads of the {} \
+             MiB file x{}; idle memory in the first {} repeat(s)",
             self.clients,
             self.rand_size / MIB,
             self.random_repeats,
@@ -146,8 +148,8 @@ impl Plan {
         );
         let _ = writeln!(
             out,
-            "  memory: clients {:?} each read a cached {} MiB file whole (8 MiB requests), \
-             idle sample {:.1} s later x{}",
+            "  memory: clients {:?} (libsmbclient, then smbclient sessions) each read a cached \
+             {} MiB file whole (8 MiB requests), idle sample {:.1} s later x{}",
             self.mem_clients,
             self.mem_file_size / MIB,
             self.settle.as_secs_f64(),
@@ -156,7 +158,7 @@ impl Plan {
         let _ = writeln!(
             out,
             "  XFS: {:?} on a loop-mounted {} MiB XFS image, clients {:?}, 4 KiB random \
-             reads/writes x{}",
+             reads/writes x{}; put and cold get, 8 MiB requests",
             XFS_BACKENDS,
             self.xfs_image / MIB,
             self.xfs_clients,
@@ -189,20 +191,31 @@ impl Plan {
                 + if hold { self.settle.as_secs_f64() } else { 0.0 }
         };
         let mut total = SETUP_S + self.seq_size as f64 / MIB as f64 / FILE_WRITE_MIB_S * 1.5;
-        // Transfers: get + put, two configurations, with a cache drop and pre-read.
+        // Transfers: warm get, put and cold get with 8 MiB requests, cold get and put with
+        // 1 MiB, get and put with 128 KiB (each with a cache drop or pre-read); put and
+        // cold get on XFS.
         let transfer = self.seq_size as f64 / MIB as f64 / TRANSFER_MIB_S + TRANSFER_OVERHEAD_S;
-        total += 4.0 * backends * self.seq_repeats as f64 * transfer;
+        // Five of the seven (and both on XFS) drop the page cache and let it settle.
+        let settle = if self.drop_caches {
+            FREE_MEMORY_SETTLE_S
+        } else {
+            0.0
+        };
+        total += backends * self.seq_repeats as f64 * (7.0 * transfer + 5.0 * settle);
+        total += 2.0 * XFS_BACKENDS.len() as f64 * self.seq_repeats as f64 * (transfer + settle);
         for &c in &self.clients {
             let reps = |n: usize| {
                 let held = n.min(self.idle_repeats) as f64;
                 held * run(c, true) + (n as f64 - held) * run(c, false)
             };
-            total += backends * (2.0 * reps(self.random_repeats) + reps(self.seq_repeats));
+            total += backends * (3.0 * reps(self.random_repeats) + reps(self.seq_repeats));
         }
         total += backends * self.random_repeats as f64 * run(self.fsync_clients, false);
         for &c in &self.mem_clients {
             let read = (c as u64 * self.mem_file_size) as f64 / MIB as f64 / TRANSFER_MIB_S;
-            total += backends * self.mem_repeats as f64 * (read + run(c, true) - secs);
+            // libsmbclient clients, then smbclient sessions (slower to connect).
+            let sessions = read + self.settle.as_secs_f64() + SESSION_S * c as f64;
+            total += backends * self.mem_repeats as f64 * (read + run(c, true) - secs + sessions);
         }
         for &c in &self.xfs_clients {
             total += 2.0 * XFS_BACKENDS.len() as f64 * self.random_repeats as f64 * run(c, false);
@@ -221,8 +234,12 @@ const RUN_OVERHEAD_S: f64 = 0.2;
 const CONNECT_S: f64 = 0.03;
 const TRANSFER_MIB_S: f64 = 400.0;
 const TRANSFER_OVERHEAD_S: f64 = 0.3;
+/// The wait after a page-cache drop on a VM with free page reporting (pagecache.rs).
+const FREE_MEMORY_SETTLE_S: f64 = 3.0;
 const FILE_WRITE_MIB_S: f64 = 300.0;
 const SETUP_S: f64 = 10.0;
 const SMBD_START_S: f64 = 2.0;
+/// An smbclient session's start (process, connect, authenticate).
+const SESSION_S: f64 = 0.1;
 /// A fork-cost probe runs this long (phases.rs).
 const FORK_PROBE_S: f64 = 0.3;

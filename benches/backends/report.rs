@@ -20,6 +20,11 @@ pub struct Run {
     pub value: f64,
     /// CPU time of smbd and its helpers per unit of work (s/GiB or µs/op).
     pub cpu: f64,
+    /// Of which the connection processes (all their threads), their main threads, and
+    /// the processes below them (helpers, zygotes), per unit of work.
+    pub cpu_conn: Option<f64>,
+    pub cpu_main: Option<f64>,
+    pub cpu_helpers: Option<f64>,
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
     /// PSS of smbd and all its descendants: the highest sample during the run, MiB.
@@ -61,6 +66,9 @@ pub struct Extra {
 pub enum Metric {
     Value,
     Cpu,
+    ConnCpu,
+    MainCpu,
+    HelperCpu,
     P50,
     P99,
     PssPeak,
@@ -71,9 +79,12 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 12] = [
         Metric::Value,
         Metric::Cpu,
+        Metric::ConnCpu,
+        Metric::MainCpu,
+        Metric::HelperCpu,
         Metric::P50,
         Metric::P99,
         Metric::PssPeak,
@@ -87,6 +98,9 @@ impl Metric {
         match self {
             Metric::Value => Some(run.value),
             Metric::Cpu => Some(run.cpu),
+            Metric::ConnCpu => run.cpu_conn,
+            Metric::MainCpu => run.cpu_main,
+            Metric::HelperCpu => run.cpu_helpers,
             Metric::P50 => run.p50_us,
             Metric::P99 => run.p99_us,
             Metric::PssPeak => run.pss_peak_mib,
@@ -101,6 +115,9 @@ impl Metric {
         match self {
             Metric::Value => "value",
             Metric::Cpu => "cpu",
+            Metric::ConnCpu => "cpu_conn",
+            Metric::MainCpu => "cpu_main_thread",
+            Metric::HelperCpu => "cpu_helpers",
             Metric::P50 => "p50_us",
             Metric::P99 => "p99_us",
             Metric::PssPeak => "pss_peak_mib",
@@ -297,8 +314,8 @@ pub fn write_csv(results: &Results, path: &Path) -> std::io::Result<()> {
          ratio_ci95_lo,ratio_ci95_hi,verdict,runs,note\n",
     );
     let mut runs = String::from(
-        "workload,backend,clients,rep,value,cpu,p50_us,p99_us,pss_peak_mib,pss_after_mib,\
-         procs_peak,procs_after,helpers_after\n",
+        "workload,backend,clients,rep,value,cpu,cpu_conn,cpu_main_thread,cpu_helpers,p50_us,\
+         p99_us,pss_peak_mib,pss_after_mib,procs_peak,procs_after,helpers_after\n",
     );
     for w in &results.workloads {
         for backend in &results.backends {
@@ -319,7 +336,9 @@ pub fn write_csv(results: &Results, path: &Path) -> std::io::Result<()> {
                     };
                     let unit = match metric {
                         Metric::Value => w.unit,
-                        Metric::Cpu => w.cpu_unit,
+                        Metric::Cpu | Metric::ConnCpu | Metric::MainCpu | Metric::HelperCpu => {
+                            w.cpu_unit
+                        }
                         Metric::P50 | Metric::P99 => "us",
                         Metric::PssPeak | Metric::PssAfter => "MiB",
                         _ => "",
@@ -354,11 +373,14 @@ pub fn write_csv(results: &Results, path: &Path) -> std::io::Result<()> {
                     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
                     let _ = writeln!(
                         runs,
-                        "{},{backend},{clients},{},{:.4},{:.4},{},{},{},{},{},{},{}",
+                        "{},{backend},{clients},{},{:.4},{:.4},{},{},{},{},{},{},{},{},{},{}",
                         w.id,
                         run.rep,
                         run.value,
                         run.cpu,
+                        opt(run.cpu_conn),
+                        opt(run.cpu_main),
+                        opt(run.cpu_helpers),
                         opt(run.p50_us),
                         opt(run.p99_us),
                         opt(run.pss_peak_mib),

@@ -2,14 +2,18 @@
 //! one share, with the server's CPU and memory measured around it and the page cache
 //! prepared before it; the result goes into [`Results`].
 
+use std::cell::RefCell;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, RwLock};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::backends::{Backend, BACKENDS};
 use crate::common::client;
+use crate::common::module::ModuleKind;
 use crate::common::smbd::Smbd;
-use crate::cpu::{self, CpuMeter};
+use crate::cpu::{self, ConnCpu, CpuMeter};
 use crate::load::{self, RandomSpec};
 use crate::memory::{self, PeakSampler, TreeMemory};
 use crate::pagecache;
@@ -20,6 +24,8 @@ use crate::report::{Extra, Results, Run};
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The small file each share serves first, to tell whether its backend works at all.
 pub const PROBE_FILE: &str = "probe.bin";
+pub const COLD_SECTION: &str =
+    "Cold reads (page cache dropped before each get): where our module's reads were served";
 pub const HELPER_SECTION: &str =
     "Helper overhead (processes and memory sampled halfway through the random runs)";
 
@@ -31,6 +37,28 @@ pub struct Bench {
     pub meter: CpuMeter,
     pub scratch: PathBuf,
     pub started: Instant,
+}
+
+/// A smbclient session of the memory scenario tells the bench what it did.
+enum Event {
+    /// Connected; its get waits for the others.
+    Connected,
+    /// Its get finished; it waits to be released.
+    Done,
+}
+
+/// A memory-scenario session that has not finished its get by then is stuck.
+const MEM_SESSION_LIMIT: Duration = Duration::from_secs(300);
+
+/// What a smbclient transfer does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    /// Get a file read beforehand (in the page cache).
+    WarmRead,
+    /// Get a file after the page cache was dropped.
+    ColdRead,
+    /// Put a file (read beforehand on the client side).
+    Write,
 }
 
 /// Files every share gets a copy (or hard link) of.
@@ -69,43 +97,66 @@ impl Bench {
         println!("[{:>7.1?}] {text}", self.started.elapsed());
     }
 
-    /// One smbclient get or put of the sequential file (`reading`: get).
+    /// One smbclient get or put of the sequential file on `share` (one of `b`'s), on a
+    /// connection of its own, held open until its CPU time is read.
     pub fn transfer_run(
         &mut self,
         smbd: &Smbd,
         b: &Backend,
+        share: &str,
         workload: &'static str,
-        reading: bool,
+        kind: Transfer,
         rep: usize,
     ) {
         if self.results.is_unavailable(workload, b.name) {
             return;
         }
         let remote_put = "put.bin";
-        let command = if reading {
-            "get seq.bin /dev/null".to_string()
-        } else {
-            format!("put {} {remote_put}", self.sources.seq.display())
+        let command = match kind {
+            Transfer::Write => format!("put {} {remote_put}", self.sources.seq.display()),
+            Transfer::WarmRead | Transfer::ColdRead => "get seq.bin /dev/null".to_string(),
         };
         pagecache::settle_writeback();
-        if !reading && self.plan.drop_caches {
+        if kind != Transfer::WarmRead && self.plan.drop_caches {
             if let Err(e) = pagecache::drop_page_cache() {
                 self.note_once(format!("page cache not dropped: {e}"));
             }
         }
-        // Both: the get serves it from cache, the put reads it as its local source.
-        pagecache::warm(&self.sources.seq);
+        match kind {
+            // A get served from the cache; a put reads its local source from the cache.
+            Transfer::WarmRead | Transfer::Write => pagecache::warm(&self.sources.seq),
+            Transfer::ColdRead => {}
+        }
+        if kind != Transfer::WarmRead && self.plan.drop_caches && pagecache::settle_free_memory() {
+            self.note_once(
+                "free page reporting (a VM giving freed memory back to its host): after each \
+                 page-cache drop, runs wait 3 s for it to settle"
+                    .to_string(),
+            );
+        }
+        let lines_before = smbd.stats().len();
         let before = self.meter.sample(&[smbd.pid()]);
-        let result = load::smbclient_transfer(smbd, b.name, &command);
+        let conn_before = RefCell::new(Vec::new());
+        let mut conn_used = ConnCpu::default();
+        let main_pid = smbd.pid();
+        let result = load::smbclient_held(
+            smbd,
+            share,
+            &command,
+            &mut |_| *conn_before.borrow_mut() = cpu::connections(main_pid),
+            &mut |_| {
+                conn_used = cpu::used_since(&conn_before.borrow(), &cpu::connections(main_pid))
+            },
+        );
         smbd.wait_idle(IDLE_TIMEOUT);
         let cpu = self.meter.sample(&[smbd.pid()]) - before;
         // smbclient can report a put as done whose writes failed (Samba's C aio_fork
         // with 8 MiB requests leaves an empty file): check what the server holds.
         let result = result.and_then(|mib_s| {
-            if reading {
+            if kind != Transfer::Write {
                 return Ok(mib_s);
             }
-            let path = smbd.share_path(b.name).join(remote_put);
+            let path = self.share_dir(smbd, share).join(remote_put);
             let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             // Deleting it drops its dirty pages: no writeback during later runs.
             let _ = fs::remove_file(&path);
@@ -118,25 +169,60 @@ impl Bench {
                 ))
             }
         });
+        if b.helpers == Some(ModuleKind::Rust) && kind == Transfer::ColdRead {
+            self.note_cold_reads(smbd, b, workload, lines_before);
+        }
         match result {
             Ok(mib_s) => {
                 let gib = self.plan.seq_size as f64 / GIB as f64;
                 self.progress(&format!(
-                    "rep {} {:<12} {workload:<16} {mib_s:8.1} MiB/s  cpu {:.2} s",
+                    "rep {} {:<12} {workload:<16} {mib_s:8.1} MiB/s  cpu {:.2} s (conn {:.2}, \
+                     main {:.2}, helpers {:.2})",
                     rep + 1,
                     b.name,
-                    cpu
+                    cpu,
+                    conn_used.process,
+                    conn_used.main,
+                    conn_used.helpers
                 ));
                 let run = Run {
                     rep,
                     value: mib_s,
                     cpu: cpu / gib,
+                    cpu_conn: Some(conn_used.process / gib),
+                    cpu_main: Some(conn_used.main / gib),
+                    cpu_helpers: Some(conn_used.helpers / gib),
                     ..Run::default()
                 };
                 self.results.add_run(workload, b.name, 1, run);
             }
             Err(why) => self.failed(workload, b, rep, why),
         }
+    }
+
+    /// Proof that a cold read was cold: of our module's reads in the run's connection, how
+    /// many a helper served and how many were found in the page cache (its stats line).
+    fn note_cold_reads(&mut self, smbd: &Smbd, b: &Backend, workload: &str, skip: usize) {
+        let lines = smbd.stats();
+        let new = lines.get(skip..).unwrap_or(&[]);
+        let (reads, inline) = new.iter().fold((0, 0), |(r, i), s| {
+            (r + s.preads, i + s.other("inline_preads"))
+        });
+        let metric = |what: &str| format!("{workload}: reads {what} per get");
+        self.add_extra(
+            COLD_SECTION,
+            b.name,
+            &metric("served by helpers"),
+            "",
+            vec![(reads - inline.min(reads)) as f64],
+        );
+        self.add_extra(
+            COLD_SECTION,
+            b.name,
+            &metric("found in the page cache (readahead)"),
+            "",
+            vec![inline as f64],
+        );
     }
 
     /// Several smbload clients at once on one share.
@@ -178,15 +264,27 @@ impl Bench {
             ))
         };
         let mut idle: Option<TreeMemory> = None;
-        let mut sample_idle = || idle = Some(memory::sample(smbd.pid(), kind));
+        let main_pid = smbd.pid();
+        let conn_before = RefCell::new(Vec::new());
+        let mut conn_used = None;
+        let mut ready = || *conn_before.borrow_mut() = cpu::connections(main_pid);
+        let mut held = || {
+            conn_used = Some(cpu::used_since(
+                &conn_before.borrow(),
+                &cpu::connections(main_pid),
+            ));
+            if r.idle {
+                idle = Some(memory::sample(main_pid, kind));
+            }
+        };
         let before = self.meter.sample(&[smbd.pid()]);
-        let result = load::run_random(
-            smbd,
-            &spec,
-            &mut start_sampling,
-            &mut look,
-            &mut sample_idle,
-        );
+        let hooks = load::Hooks {
+            ready: Some(&mut ready),
+            started: Some(&mut start_sampling),
+            halfway: Some(&mut look),
+            held: Some(&mut held),
+        };
+        let result = load::run_random(smbd, &spec, hooks);
         // The idle sample is a sample of the run too: the peak is never below it.
         let peak = sampler.map(PeakSampler::finish).map(|p| match idle {
             Some(i) if i.pss_kib > p.pss_kib => i,
@@ -194,7 +292,7 @@ impl Bench {
         });
         smbd.wait_idle(IDLE_TIMEOUT);
         let cpu = self.meter.sample(&[smbd.pid()]) - before;
-        if r.mode == "randwrite" {
+        if r.mode != "randread" && r.mode != "seqread" {
             // Flush this run's writes now rather than during a later run.
             let path = self.share_dir(smbd, r.share).join(r.file);
             if let Ok(f) = File::options().write(true).open(&path) {
@@ -207,21 +305,30 @@ impl Bench {
         };
         let streaming = r.request_size >= MIB;
         // Streaming: MiB/s and CPU s/GiB; small requests: ops/s and CPU us/op.
-        let (value, cpu_per) = if streaming {
-            let gib = res.ops as f64 * r.request_size as f64 / GIB as f64;
-            (res.mib_per_s, if gib > 0.0 { cpu / gib } else { 0.0 })
-        } else {
-            let per_op = if res.ops > 0 {
-                cpu * 1e6 / res.ops as f64
+        let gib = res.ops as f64 * r.request_size as f64 / GIB as f64;
+        let per_unit = |seconds: f64| {
+            if streaming {
+                if gib > 0.0 {
+                    seconds / gib
+                } else {
+                    0.0
+                }
+            } else if res.ops > 0 {
+                seconds * 1e6 / res.ops as f64
             } else {
                 0.0
-            };
-            (res.ops_per_s, per_op)
+            }
         };
+        let value = if streaming {
+            res.mib_per_s
+        } else {
+            res.ops_per_s
+        };
+        let cpu_per = per_unit(cpu);
         let mib = |m: &TreeMemory| m.pss_mib();
         self.progress(&format!(
-            "rep {} {:<12} {:<16} {:>3} cl {:9.1} {}  p50 {:.0} us  p99 {:.0} us  cpu {:.2}  \
-             PSS peak {} MiB{}",
+            "rep {} {:<12} {:<16} {:>3} cl {:9.1} {}  p50 {:.0} us  p99 {:.0} us  cpu {:.2} \
+             (conn {}, main {})  PSS peak {} MiB{}",
             r.rep + 1,
             r.backend.name,
             r.workload,
@@ -231,6 +338,8 @@ impl Bench {
             res.p50_us,
             res.p99_us,
             cpu_per,
+            conn_used.map_or("-".to_string(), |c| format!("{:.2}", per_unit(c.process))),
+            conn_used.map_or("-".to_string(), |c| format!("{:.2}", per_unit(c.main))),
             peak.as_ref()
                 .map_or("-".to_string(), |m| format!("{:.0}", mib(m))),
             idle.as_ref().map_or(String::new(), |m| format!(
@@ -244,6 +353,9 @@ impl Bench {
             rep: r.rep,
             value,
             cpu: cpu_per,
+            cpu_conn: conn_used.map(|c| per_unit(c.process)),
+            cpu_main: conn_used.map(|c| per_unit(c.main)),
+            cpu_helpers: conn_used.map(|c| per_unit(c.helpers)),
             p50_us: Some(res.p50_us),
             p99_us: Some(res.p99_us),
             pss_peak_mib: peak.as_ref().map(mib),
@@ -271,6 +383,144 @@ impl Bench {
             );
             self.add_extra(section, r.backend.name, &metric, "KiB", kib);
         }
+    }
+
+    /// `clients` smbclient sessions on `b`'s share each get `file` at once, then stay
+    /// connected: peak memory during, idle memory `plan.settle` after the last get.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sessions_run(
+        &mut self,
+        smbd: &Smbd,
+        b: &Backend,
+        workload: &'static str,
+        file: &str,
+        local: &Path,
+        clients: usize,
+        rep: usize,
+    ) {
+        if self.results.is_unavailable(workload, b.name) {
+            return;
+        }
+        pagecache::settle_writeback();
+        pagecache::warm(local);
+        let kind = b.helpers;
+        let main_pid = smbd.pid();
+        let before = self.meter.sample(&[main_pid]);
+        let command = format!("get {file} /dev/null");
+        // Write-locked until every session connected (they connect one after the other:
+        // a session finds its connection process as the one new process), and until the
+        // idle sample is taken (they stay connected).
+        let go = RwLock::new(());
+        let release = RwLock::new(());
+        let go_guard = go.write().expect("go lock");
+        let hold = release.write().expect("release lock");
+        let (tx, rx) = mpsc::channel::<Event>();
+        let mut sample: Option<(TreeMemory, TreeMemory, ConnCpu, f64)> = None;
+        let rates = thread::scope(|scope| {
+            let deadline = Instant::now() + MEM_SESSION_LIMIT;
+            let mut sessions = Vec::new();
+            let mut conn_before = Vec::new();
+            let mut connected = 0;
+            while connected < clients {
+                let (tx, go, release, command) = (tx.clone(), &go, &release, &command);
+                sessions.push(scope.spawn(move || {
+                    let connected = tx.clone();
+                    load::smbclient_held(
+                        smbd,
+                        b.name,
+                        command,
+                        &mut |_| {
+                            let _ = connected.send(Event::Connected);
+                            drop(go.read());
+                        },
+                        &mut |_| {
+                            let _ = tx.send(Event::Done);
+                            drop(release.read());
+                        },
+                    )
+                }));
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(Event::Connected) => connected += 1,
+                    _ => break,
+                }
+            }
+            drop(tx);
+            if connected == clients {
+                conn_before = cpu::connections(main_pid);
+            }
+            let mut sampler = Some(PeakSampler::start(
+                main_pid,
+                kind,
+                self.plan.sample_interval,
+            ));
+            let started = Instant::now();
+            drop(go_guard);
+            let mut done = 0;
+            while connected == clients && done < clients {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(Event::Done) => done += 1,
+                    Ok(Event::Connected) => {}
+                    Err(_) => break,
+                }
+            }
+            if connected == clients && done == clients {
+                let elapsed = started.elapsed().as_secs_f64();
+                thread::sleep(self.plan.settle);
+                let idle = memory::sample(main_pid, kind);
+                let used = cpu::used_since(&conn_before, &cpu::connections(main_pid));
+                let peak = sampler.take().map(PeakSampler::finish).unwrap_or_default();
+                let peak = if idle.pss_kib > peak.pss_kib {
+                    idle
+                } else {
+                    peak
+                };
+                sample = Some((peak, idle, used, elapsed));
+            }
+            drop(sampler);
+            drop(hold);
+            sessions
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|_| Err("session panicked".into())))
+                .collect::<Vec<_>>()
+        });
+        smbd.wait_idle(IDLE_TIMEOUT);
+        let cpu = self.meter.sample(&[main_pid]) - before;
+        if let Some(Err(why)) = rates.iter().find(|r| r.is_err()) {
+            return self.failed(workload, b, rep, why.clone());
+        }
+        let Some((peak, idle, conn_used, elapsed)) = sample else {
+            let why = format!("not every session finished within {MEM_SESSION_LIMIT:?}");
+            return self.failed(workload, b, rep, why);
+        };
+        let gib = (clients as u64 * self.plan.mem_file_size) as f64 / GIB as f64;
+        let value = gib * 1024.0 / elapsed;
+        self.progress(&format!(
+            "rep {} {:<12} {workload:<16} {clients:>3} cl {value:9.1} MiB/s  PSS peak {:.0} MiB, \
+             idle {:.0} MiB ({} procs, {} helpers)",
+            rep + 1,
+            b.name,
+            peak.pss_mib(),
+            idle.pss_mib(),
+            idle.processes,
+            idle.helpers
+        ));
+        let run = Run {
+            rep,
+            value,
+            cpu: cpu / gib,
+            cpu_conn: Some(conn_used.process / gib),
+            cpu_main: Some(conn_used.main / gib),
+            cpu_helpers: Some(conn_used.helpers / gib),
+            pss_peak_mib: Some(peak.pss_mib()),
+            pss_after_mib: Some(idle.pss_mib()),
+            procs_peak: Some(peak.processes as f64),
+            procs_after: Some(idle.processes as f64),
+            helpers_after: Some(idle.helpers as f64),
+            ..Run::default()
+        };
+        self.results.add_run(workload, b.name, clients, run);
     }
 
     /// Where a share's files are: XFS shares are not under smbd's directory.

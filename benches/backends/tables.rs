@@ -13,8 +13,8 @@ const PEAK_RATIO: f64 = 1.5;
 
 /// Which workloads get the special tables.
 pub struct Layout<'a> {
-    /// The memory scenario's workload.
-    pub memory: &'a str,
+    /// The memory scenarios' workloads.
+    pub memory: Vec<&'a str>,
     /// How long after a run idle memory was sampled.
     pub settle: std::time::Duration,
     /// (ext4 workload, XFS workload, title) pairs printed side by side.
@@ -25,7 +25,7 @@ pub fn render(results: &Results, layout: &Layout) -> String {
     let mut out = String::new();
     let side_by_side: Vec<&str> = layout.filesystems.iter().map(|(_, x, _)| *x).collect();
     for w in &results.workloads {
-        if w.id == layout.memory {
+        if layout.memory.contains(&w.id) {
             render_memory(&mut out, results, w, layout);
         } else if !side_by_side.contains(&w.id) {
             render_workload(&mut out, results, w);
@@ -98,7 +98,7 @@ fn median_or_dash(c: Option<Comparison>) -> String {
 }
 
 fn render_workload(out: &mut String, results: &Results, w: &Workload) {
-    let _ = writeln!(out, "\n== {} ==", w.title);
+    let _ = writeln!(out, "\n== {} [{}] ==", w.title, w.id);
     let value_head = format!("{} [95%]", w.unit);
     let mut header = format!(
         "{:>7} {:<12} {:>24} {:>20} {:<20}",
@@ -107,7 +107,11 @@ fn render_workload(out: &mut String, results: &Results, w: &Workload) {
     if w.latency {
         let _ = write!(header, " {:>8} {:>8}", "p50 us", "p99 us");
     }
-    let _ = write!(header, " {:>10} {:>7}", w.cpu_unit, "x plain");
+    let _ = write!(
+        header,
+        " {:>10} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        w.cpu_unit, "x plain", "conn", "x plain", "main", "helpers"
+    );
     let memory = results.client_points(w.id).iter().any(|&c| {
         results
             .compare(w.id, REFERENCE, c, Metric::PssPeak)
@@ -144,11 +148,24 @@ fn render_workload(out: &mut String, results: &Results, w: &Workload) {
                     let _ = write!(out, " {m:>8}");
                 }
             }
+            let ratio = |c: Option<Comparison>| {
+                c.and_then(|c| c.ratio)
+                    .map_or("-".to_string(), |r| format!("{:.2}", r.median))
+            };
             let cpu = results.compare(w.id, backend, clients, Metric::Cpu);
-            let cpu_ratio = cpu
-                .and_then(|c| c.ratio)
-                .map_or("-".to_string(), |r| format!("{:.2}", r.median));
-            let _ = write!(out, " {:>10} {cpu_ratio:>7}", median_or_dash(cpu));
+            let conn = results.compare(w.id, backend, clients, Metric::ConnCpu);
+            let main = results.compare(w.id, backend, clients, Metric::MainCpu);
+            let helpers = results.compare(w.id, backend, clients, Metric::HelperCpu);
+            let _ = write!(
+                out,
+                " {:>10} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                median_or_dash(cpu),
+                ratio(cpu),
+                median_or_dash(conn),
+                ratio(conn),
+                median_or_dash(main),
+                median_or_dash(helpers)
+            );
             if memory {
                 for metric in [Metric::PssPeak, Metric::PssAfter] {
                     let m = median_or_dash(results.compare(w.id, backend, clients, metric));
@@ -158,17 +175,22 @@ fn render_workload(out: &mut String, results: &Results, w: &Workload) {
             let _ = writeln!(out);
         }
     }
-    if memory {
-        let _ = writeln!(
-            out,
-            "(PSS: MiB, smbd and all its descendants; peak sampled during the run, idle while \
-             the clients stay connected after it, where measured)"
-        );
-    }
+    let _ = writeln!(
+        out,
+        "(CPU: server side per unit of work, all of smbd's processes; conn: the connection \
+         processes (every thread), main: their main threads, helpers: the processes below \
+         them){}",
+        if memory {
+            "\n(PSS: MiB, smbd and all its descendants; peak sampled during the run, idle \
+             while the clients stay connected after it, where measured)"
+        } else {
+            ""
+        }
+    );
 }
 
 fn render_memory(out: &mut String, results: &Results, w: &Workload, layout: &Layout) {
-    let _ = writeln!(out, "\n== {} ==", w.title);
+    let _ = writeln!(out, "\n== {} [{}] ==", w.title, w.id);
     let _ = writeln!(
         out,
         "{:>7} {:<12} {:>6} {:>7} {:>22} {:>18} {:>22} {:>10} {:<22}",
@@ -246,7 +268,11 @@ fn render_filesystems(out: &mut String, results: &Results, layout: &Layout) {
         let Some(w) = results.workload(xfs) else {
             continue;
         };
-        let _ = writeln!(out, "\n== {title}: ext4 | XFS ({}) ==", w.unit);
+        let _ = writeln!(
+            out,
+            "\n== {title}: ext4 | XFS ({}) [{ext4} | {xfs}] ==",
+            w.unit
+        );
         let _ = writeln!(
             out,
             "{:>7} {:<12} | {:>22} {:>18} {:<20} | {:>22} {:>18} {:<20}",

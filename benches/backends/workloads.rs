@@ -5,18 +5,38 @@ use crate::report::{Results, Workload};
 
 pub const SEQ_READ: &str = "seq_read_8m";
 pub const SEQ_WRITE: &str = "seq_write_8m";
+pub const COLD_READ: &str = "cold_read_8m";
+pub const COLD_READ_MID: &str = "cold_read_1m";
+pub const SEQ_WRITE_MID: &str = "seq_write_1m";
 pub const SEQ_READ_CAPPED: &str = "seq_read_128k";
 pub const SEQ_WRITE_CAPPED: &str = "seq_write_128k";
 pub const RAND_READ: &str = "rand_read_4k";
 pub const RAND_WRITE: &str = "rand_write_4k";
+pub const MIXED: &str = "mixed_4k";
 pub const STREAM_READ: &str = "stream_read_8m";
 pub const FSYNC_WRITE: &str = "fsync_write_4k";
 pub const MEM_GET: &str = "mem_get";
+pub const MEM_SMBCLIENT: &str = "mem_smbclient";
 pub const XFS_RAND_READ: &str = "xfs_rand_read_4k";
 pub const XFS_RAND_WRITE: &str = "xfs_rand_write_4k";
+pub const XFS_SEQ_WRITE: &str = "xfs_seq_write_8m";
+pub const XFS_COLD_READ: &str = "xfs_cold_read_8m";
+
+/// The memory scenarios (their own table).
+pub const MEMORY: [&str; 2] = [MEM_GET, MEM_SMBCLIENT];
 
 /// The ext4 and XFS workloads printed side by side.
-pub const FILESYSTEM_PAIRS: [(&str, &str, &str); 2] = [
+pub const FILESYSTEM_PAIRS: [(&str, &str, &str); 4] = [
+    (
+        SEQ_WRITE,
+        XFS_SEQ_WRITE,
+        "Sequential write (put), 8 MiB requests",
+    ),
+    (
+        COLD_READ,
+        XFS_COLD_READ,
+        "Cold sequential read (get, page cache dropped), 8 MiB requests",
+    ),
     (
         RAND_WRITE,
         XFS_RAND_WRITE,
@@ -52,6 +72,17 @@ pub fn declare(results: &mut Results, plan: &Plan) {
     let workloads = [
         transfer(SEQ_READ, "Sequential read (get)", "8 MiB"),
         transfer(SEQ_WRITE, "Sequential write (put)", "8 MiB"),
+        transfer(
+            COLD_READ,
+            "Cold sequential read (get, page cache dropped before)",
+            "8 MiB",
+        ),
+        transfer(
+            COLD_READ_MID,
+            "Cold sequential read (get, page cache dropped before)",
+            "1 MiB",
+        ),
+        transfer(SEQ_WRITE_MID, "Sequential write (put)", "1 MiB"),
         transfer(SEQ_READ_CAPPED, "Sequential read (get)", "128 KiB"),
         transfer(SEQ_WRITE_CAPPED, "Sequential write (put)", "128 KiB"),
         small(
@@ -62,6 +93,11 @@ pub fn declare(results: &mut Results, plan: &Plan) {
         small(
             RAND_WRITE,
             format!("4 KiB random writes to a cached {rand} MiB file"),
+            true,
+        ),
+        small(
+            MIXED,
+            format!("4 KiB random reads and writes (half each) of a cached {rand} MiB file"),
             true,
         ),
         Workload {
@@ -96,6 +132,18 @@ pub fn declare(results: &mut Results, plan: &Plan) {
             latency: true,
             scaling: true,
         },
+        Workload {
+            id: MEM_SMBCLIENT,
+            title: format!(
+                "Memory: N smbclient sessions each get a cached {} MiB file (8 MiB requests, two \
+                 in flight), then stay connected",
+                plan.mem_file_size / MIB
+            ),
+            unit: "MiB/s",
+            cpu_unit: "CPU s/GiB",
+            latency: false,
+            scaling: true,
+        },
         small(
             XFS_RAND_READ,
             format!("XFS: 4 KiB random reads of a cached {rand} MiB file"),
@@ -105,6 +153,12 @@ pub fn declare(results: &mut Results, plan: &Plan) {
             XFS_RAND_WRITE,
             format!("XFS: 4 KiB random writes to a cached {rand} MiB file"),
             false,
+        ),
+        transfer(XFS_SEQ_WRITE, "XFS: sequential write (put)", "8 MiB"),
+        transfer(
+            XFS_COLD_READ,
+            "XFS: cold sequential read (get, page cache dropped before)",
+            "8 MiB",
         ),
     ];
     for w in workloads {

@@ -20,8 +20,9 @@
  *                 file) until one more line or EOF on stdin, so the caller can look
  *                 at the server while clients are connected but idle
  *   URL           smb://127.0.0.1/share/file (the file must exist and be >= SIZE)
- *   MODE          randread | randwrite | seqread (seqread: consecutive requests from
- *                 a random aligned start, wrapping at the end of the file)
+ *   MODE          randread | randwrite | randrw | seqread (randrw: each request a read or
+ *                 a write at random, half each; seqread: consecutive requests from a
+ *                 random aligned start, wrapping at the end of the file)
  *   SIZE          bytes per request (e.g. 4096); offsets are multiples of SIZE
  *   SECONDS       how long to run once started (bounded: also at most MAX_OPS ops)
  *   SEED          random seed (each client should get its own)
@@ -116,7 +117,7 @@ static uint32_t percentile(const uint32_t *sorted, size_t n, double p)
 static void usage(void)
 {
     fprintf(stderr, "usage: smbload [-c SMB_CONF] [-l LATENCY_FILE] [-b BYTES] [-H] URL USER "
-                    "PASSWORD randread|randwrite|seqread SIZE SECONDS SEED\n");
+                    "PASSWORD randread|randwrite|randrw|seqread SIZE SECONDS SEED\n");
     exit(2);
 }
 
@@ -157,11 +158,14 @@ int main(int argc, char **argv)
     double seconds = strtod(arg[5], NULL);
     uint64_t rng = strtoull(arg[6], NULL, 10) * 0x9E3779B97F4A7C15ULL + 1;
     int writing = 0;
+    int mixed = 0;
     int sequential = 0;
     if (strcmp(mode, "randread") == 0) {
         writing = 0;
     } else if (strcmp(mode, "randwrite") == 0) {
         writing = 1;
+    } else if (strcmp(mode, "randrw") == 0) {
+        mixed = 1;
     } else if (strcmp(mode, "seqread") == 0) {
         sequential = 1;
     } else {
@@ -192,7 +196,8 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    SMBCFILE *file = smbc_getFunctionOpen(ctx)(ctx, url, writing ? O_RDWR : O_RDONLY, 0);
+    SMBCFILE *file =
+        smbc_getFunctionOpen(ctx)(ctx, url, writing || mixed ? O_RDWR : O_RDONLY, 0);
     if (file == NULL) {
         fprintf(stderr, "smbload: open %s failed: %s\n", url, strerror(errno));
         smbc_free_context(ctx, 1);
@@ -248,12 +253,13 @@ int main(int argc, char **argv)
             slot = rng_next(&rng) % slots;
         }
         off_t offset = (off_t)slot * size;
+        int write_this = mixed ? (int)(rng_next(&rng) >> 63) : writing;
         uint64_t t0 = now_ns();
         ssize_t n = -1;
         /* SEEK_SET only moves libsmbclient's own file offset: no request is sent. */
         if (do_lseek(ctx, file, offset, SEEK_SET) == offset) {
-            n = writing ? do_write(ctx, file, buf, (size_t)size)
-                        : do_read(ctx, file, buf, (size_t)size);
+            n = write_this ? do_write(ctx, file, buf, (size_t)size)
+                           : do_read(ctx, file, buf, (size_t)size);
         }
         t = now_ns();
         if (n != size) {

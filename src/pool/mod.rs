@@ -26,14 +26,17 @@
 pub mod breaker;
 mod closing;
 mod crew;
+mod disk_streams;
 mod distrust;
 mod ending;
 mod events;
 mod file_id;
+mod heap;
 pub mod latency;
 mod nowait;
 mod policy;
 mod probing;
+mod residency;
 mod spawning;
 pub mod stats;
 mod submit;
@@ -193,6 +196,8 @@ struct PoolInner {
     /// The helper program (see `child`).
     program: CString,
     crews: Vec<Crew>,
+    heap: heap::HeapTrim,
+    disk_streams: disk_streams::DiskStreams,
 }
 
 /// Counters that hand out ids, one per kind; none is ever given twice.
@@ -282,6 +287,8 @@ impl Pool {
                 last_stats_log: None,
                 program,
                 crews: Vec::new(),
+                heap: heap::HeapTrim::new(ev),
+                disk_streams: disk_streams::DiskStreams::default(),
             }),
         })
     }

@@ -74,6 +74,7 @@ impl Pool {
             }
             return self.refuse(0);
         }
+        self.inner.borrow().heap.note_request();
         // SAFETY: the buffer as this function's contract states.
         let done = match unsafe { self.try_inline(&spec) } {
             ControlFlow::Continue(done) => done,
@@ -159,6 +160,16 @@ impl Pool {
     /// As `submit`.
     unsafe fn try_inline(&self, spec: &Spec) -> ControlFlow<Submitted, usize> {
         if spec.len > INLINE_MAX || !self.inline_allowed(spec.op, spec.fd) {
+            return ControlFlow::Continue(0);
+        }
+        if spec.op == Op::Read
+            && !self
+                .inner
+                .borrow_mut()
+                .disk_streams
+                .try_in_smbd(spec.fd, spec.offset, spec.len)
+        {
+            // From the disk, or fresh from its readahead: a helper reads it.
             return ControlFlow::Continue(0);
         }
         let started = Instant::now();

@@ -1,0 +1,250 @@
+//! smbd's heap: kept warm while a share connection is busy, given back once it is quiet.
+//!
+//! smbd allocates a buffer for each read and write (up to 8 MiB). glibc serves a block of
+//! 128 KiB or more with its own mmap at first; once such a block is freed it raises its
+//! mmap threshold to that block's size and its trim threshold to twice that, so later
+//! buffers come from the heap, and the heap's free top is given back to the kernel whenever
+//! it exceeds the trim threshold. With two 8 MiB requests in flight (smbclient's window)
+//! the free top crosses twice 8 MiB again and again: the heap shrinks and grows back, and
+//! every page of a regrown buffer faults in fresh, zeroed (on a virtual machine that hands
+//! freed memory back to its host, over 1 us a page: 3 ms an 8 MiB buffer). A plain share
+//! pays those faults in its I/O threads; here the first write to a read buffer is smbd's
+//! copy out of a helper's buffer, on its main thread. So while the connection is busy, the
+//! module keeps large blocks on the heap and the heap's top in place (`keep_warm`: fixed
+//! thresholds above the largest SMB2 request), and how much stays after a burst then
+//! depends on how requests overlapped: up to twice the largest. Once the pool has seen no
+//! request for `QUIET`, it gives back what is free (`malloc_trim`), once per burst: an idle
+//! connection holds what smbd needs, and a busy one keeps its warm heap.
+
+use crate::abi::ffi;
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+/// How long a pool must see no request before the heap is trimmed.
+pub const QUIET: Duration = Duration::from_secs(1);
+
+/// Blocks up to this size come from the heap: every SMB2 request buffer (8 MiB of data and
+/// its headers) does.
+const MMAP_THRESHOLD: libc::c_int = 16 << 20;
+/// The heap's free top is given back past this while busy (and all of it when quiet).
+const TRIM_THRESHOLD: libc::c_int = 64 << 20;
+
+/// Fixes glibc's thresholds for smbd's process (see above), once per process.
+pub fn keep_warm() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: mallopt only changes the allocator's tuning; glibc serialises it with
+        // allocations of other threads.
+        let ok = unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+        };
+        if !ok {
+            tracing::debug!("mallopt refused: smbd's heap keeps glibc's own thresholds");
+        }
+    });
+}
+
+/// Trims the heap of smbd's process when the pool that owns it falls quiet.
+pub struct HeapTrim {
+    state: Box<State>,
+}
+
+/// Reached from the timer's callback through a raw pointer: it lives in a `Box` whose
+/// address does not change, and the timer is freed before it.
+struct State {
+    ev: *mut ffi::tevent_context,
+    /// The pending timer, null when none is.
+    timer: Cell<*mut ffi::tevent_timer>,
+    last_request: Cell<Instant>,
+    /// A request came since the last trim.
+    pending: Cell<bool>,
+    quiet: Duration,
+    trim: fn(),
+}
+
+impl HeapTrim {
+    /// Trims with `malloc_trim` on smbd's loop `ev`; keeps the heap warm meanwhile.
+    pub fn new(ev: *mut ffi::tevent_context) -> HeapTrim {
+        keep_warm();
+        HeapTrim::with(ev, QUIET, trim_malloc)
+    }
+
+    fn with(ev: *mut ffi::tevent_context, quiet: Duration, trim: fn()) -> HeapTrim {
+        HeapTrim {
+            state: Box::new(State {
+                ev,
+                timer: Cell::new(ptr::null_mut()),
+                last_request: Cell::new(Instant::now()),
+                pending: Cell::new(false),
+                quiet,
+                trim,
+            }),
+        }
+    }
+
+    /// A request arrived: the heap is trimmed `QUIET` after the last one.
+    pub fn note_request(&self) {
+        let s = &*self.state;
+        s.last_request.set(Instant::now());
+        s.pending.set(true);
+        if s.timer.get().is_null() {
+            s.arm(s.quiet);
+        }
+    }
+}
+
+impl State {
+    fn arm(&self, after: Duration) {
+        let private = self as *const State as *mut c_void;
+        // SAFETY: `ev` is the pool's event context; the timer has no talloc parent and is
+        // freed by tevent once it fired, or by `HeapTrim`'s drop before `self` goes.
+        let te = unsafe {
+            ffi::aio_fork_add_timer(
+                self.ev,
+                ptr::null_mut(),
+                after.as_micros() as u64,
+                Some(fired),
+                private,
+            )
+        };
+        self.timer.set(te);
+    }
+
+    fn on_timer(&self) {
+        // tevent frees a timer once its handler returns.
+        self.timer.set(ptr::null_mut());
+        let idle = self.last_request.get().elapsed();
+        if idle < self.quiet {
+            self.arm(self.quiet - idle);
+        } else if self.pending.replace(false) {
+            (self.trim)();
+        }
+    }
+}
+
+impl Drop for HeapTrim {
+    fn drop(&mut self) {
+        let te = self.state.timer.get();
+        if !te.is_null() {
+            // SAFETY: our timer, not fired yet (a fired one is nulled in its handler).
+            unsafe { ffi::aio_fork_talloc_free(te as *mut c_void) };
+        }
+    }
+}
+
+fn trim_malloc() {
+    // SAFETY: malloc_trim only returns free memory of the process's arenas.
+    unsafe { libc::malloc_trim(0) };
+}
+
+unsafe extern "C" fn fired(
+    _ev: *mut ffi::tevent_context,
+    _te: *mut ffi::tevent_timer,
+    _now: ffi::timeval,
+    private: *mut c_void,
+) {
+    crate::abi::guard::guard((), || {
+        // SAFETY: `private` is the State of a live HeapTrim (its drop frees the timer).
+        let state = unsafe { &*(private as *const State) };
+        state.on_timer();
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    thread_local! {
+        static TRIMS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn count() {
+        TRIMS.with(|t| t.set(t.get() + 1));
+    }
+
+    fn trims() -> usize {
+        TRIMS.with(Cell::get)
+    }
+
+    struct Loop(*mut ffi::tevent_context);
+
+    impl Loop {
+        fn new() -> Loop {
+            static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _serial = INIT.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: a fresh tevent context without parent.
+            let ev = unsafe { ffi::tevent_context_init(ptr::null_mut()) };
+            assert!(!ev.is_null());
+            Loop(ev)
+        }
+
+        /// Runs the loop for `time`.
+        fn run_for(&self, time: Duration) {
+            let end = Instant::now() + time;
+            while Instant::now() < end {
+                // SAFETY: our context; the wake-up timer is freed when it fires or with it.
+                unsafe {
+                    ffi::aio_fork_add_timer(
+                        self.0,
+                        self.0 as *mut c_void,
+                        5_000,
+                        Some(noop),
+                        ptr::null_mut(),
+                    );
+                    ffi::_tevent_loop_once(self.0, c"heap trim test".as_ptr());
+                }
+            }
+        }
+    }
+
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            // SAFETY: the context is ours.
+            unsafe { ffi::aio_fork_talloc_free(self.0 as *mut c_void) };
+        }
+    }
+
+    unsafe extern "C" fn noop(
+        _: *mut ffi::tevent_context,
+        _: *mut ffi::tevent_timer,
+        _: ffi::timeval,
+        _: *mut c_void,
+    ) {
+    }
+
+    const QUIET: Duration = Duration::from_millis(60);
+
+    #[test]
+    fn trims_once_after_a_burst_falls_quiet() {
+        let lp = Loop::new();
+        let trim = HeapTrim::with(lp.0, QUIET, count);
+        lp.run_for(QUIET * 2);
+        assert_eq!(trims(), 0, "no request, nothing to trim");
+        for _ in 0..5 {
+            trim.note_request();
+            lp.run_for(QUIET / 3);
+        }
+        assert_eq!(trims(), 0, "requests kept coming");
+        lp.run_for(QUIET * 2);
+        assert_eq!(trims(), 1, "quiet after the burst");
+        lp.run_for(QUIET * 2);
+        assert_eq!(trims(), 1, "once per burst");
+        trim.note_request();
+        lp.run_for(QUIET * 2);
+        assert_eq!(trims(), 2, "the next burst");
+    }
+
+    #[test]
+    fn a_dropped_trimmer_leaves_no_timer_behind() {
+        let lp = Loop::new();
+        let before = trims();
+        let trim = HeapTrim::with(lp.0, QUIET, count);
+        trim.note_request();
+        drop(trim);
+        lp.run_for(QUIET * 2);
+        assert_eq!(trims(), before);
+    }
+}
