@@ -4,6 +4,7 @@
 //!
 //!     cargo bench --bench backends -- [--quick] [--repeats N] [--no-drop-caches]
 //!                                       [--csv PATH] [--png DIR] [--plan]
+//!                                       [--only WORKLOAD,...] [--backends NAME,...]
 //!
 //! `--plan`: print the plan and its estimated run time, run nothing. `--quick`: every phase with smaller files, fewer client counts and repeats (a few
 //! minutes). `--repeats N`: N repeats of every phase. `--no-drop-caches`: do not drop
@@ -12,6 +13,10 @@
 //! ratio to plain and its interval, verdict) and `<stem>.runs.csv` beside it (every
 //! run). `--png DIR`: charts: `transfers.png` (ratios to plain) and, per scaling
 //! workload, `<workload>_throughput.png`, `_p99.png`, `_memory.png`.
+//! `--only`: run only these workloads (ids as in the tables, e.g. `cold_read_8m`; the
+//! fork-cost phase is `fork_cost`); `--backends`: only these backends (plain always runs,
+//! every ratio is to it). Both are for looking at one thing quickly: the tables list what
+//! was left out as not run.
 //!
 //! Runs as root inside `unshare --net --mount --pid` (the integration-test harness,
 //! tests/common): loopback only, the host's Samba untouched (our module is added as
@@ -60,10 +65,13 @@ struct Options {
     drop_caches: bool,
     csv: Option<PathBuf>,
     png: Option<PathBuf>,
+    only: Option<Vec<String>>,
+    backends: Option<Vec<String>>,
 }
 
 const USAGE: &str = "usage: cargo bench --bench backends -- [--quick] [--repeats N] \
-                     [--no-drop-caches] [--csv PATH] [--png DIR] [--plan]";
+                     [--no-drop-caches] [--csv PATH] [--png DIR] [--plan] \
+                     [--only WORKLOAD,...] [--backends NAME,...]";
 
 fn parse_args() -> Options {
     let mut opts = Options {
@@ -73,6 +81,8 @@ fn parse_args() -> Options {
         drop_caches: true,
         csv: None,
         png: None,
+        only: None,
+        backends: None,
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -86,6 +96,8 @@ fn parse_args() -> Options {
             "--no-drop-caches" => opts.drop_caches = false,
             "--csv" => opts.csv = Some(path_arg(args.next(), "--csv")),
             "--png" => opts.png = Some(path_arg(args.next(), "--png")),
+            "--only" => opts.only = Some(list_arg(args.next(), "--only")),
+            "--backends" => opts.backends = Some(list_arg(args.next(), "--backends")),
             // cargo bench passes --bench to every bench target.
             "--bench" => {}
             "-h" | "--help" => {
@@ -105,6 +117,11 @@ fn path_arg(value: Option<String>, flag: &str) -> PathBuf {
     env::current_dir()
         .map(|d| d.join(&value))
         .unwrap_or_else(|_| PathBuf::from(value))
+}
+
+fn list_arg(value: Option<String>, flag: &str) -> Vec<String> {
+    let value = value.unwrap_or_else(|| usage_exit(&format!("{flag} needs a list")));
+    value.split(',').map(str::to_string).collect()
 }
 
 fn usage_exit(problem: &str) -> ! {
@@ -155,6 +172,7 @@ fn bench(ctx: &NsContext, opts: &Options, plan: Plan) {
     let sources = Sources::create(&ctx.workdir.join("data"), &plan);
     let mut results = Results::new(BACKENDS.iter().map(|b| b.name).collect());
     workloads::declare(&mut results, &plan);
+    leave_out(&mut results, opts);
     results.notes.push(fairness);
     let mut bench = Bench {
         plan,
@@ -169,9 +187,28 @@ fn bench(ctx: &NsContext, opts: &Options, plan: Plan) {
     bench.default_config(&ctx.workdir.join("smbd-default"));
     bench.mid_config(&ctx.workdir.join("smbd-mid"));
     bench.capped_config(&ctx.workdir.join("smbd-capped"));
-    let ballast = load::build_ballast(&ctx.workdir);
-    bench.fork_cost(&ctx.workdir.join("smbd-ballast"), &ballast);
+    if selected(&opts.only, "fork_cost") {
+        let ballast = load::build_ballast(&ctx.workdir);
+        bench.fork_cost(&ctx.workdir.join("smbd-ballast"), &ballast);
+    }
     finish(bench, opts);
+}
+
+fn selected(list: &Option<Vec<String>>, name: &str) -> bool {
+    list.as_ref().is_none_or(|l| l.iter().any(|n| n == name))
+}
+
+/// Marks what `--only` and `--backends` leave out as not run.
+fn leave_out(results: &mut Results, opts: &Options) {
+    let ids: Vec<&'static str> = results.workloads.iter().map(|w| w.id).collect();
+    for id in ids {
+        for b in &BACKENDS {
+            let backend_out = b.name != report::REFERENCE && !selected(&opts.backends, b.name);
+            if !selected(&opts.only, id) || backend_out {
+                results.set_unavailable(id, b.name, "not run (--only, --backends)".to_string());
+            }
+        }
+    }
 }
 
 /// Prints the tables; writes CSV and PNGs if asked.
