@@ -195,7 +195,7 @@ fn bench(ctx: &NsContext, opts: &Options, plan: Plan) {
 }
 
 fn selected(list: &Option<Vec<String>>, name: &str) -> bool {
-    list.as_ref().is_none_or(|l| l.iter().any(|n| n == name))
+    list.as_ref().map_or(true, |l| l.iter().any(|n| n == name))
 }
 
 /// Marks what `--only` and `--backends` leave out as not run.
