@@ -3,6 +3,7 @@
 
 use crate::common::module::ModuleKind;
 use crate::report;
+use crate::workloads;
 
 /// Our module's name in the benchmark's smbd (`vfs objects = aio_fork_rs`).
 pub const OUR_MODULE: &str = "aio_fork_rs";
@@ -57,6 +58,26 @@ pub const BACKENDS: [Backend; 6] = [
         helpers: Some(ModuleKind::Rust),
     },
 ];
+
+/// Samba's C aio_fork answers EINVAL to any read or write over 128 KiB
+/// (source3/modules/vfs_aio_fork.c: `if (n > 128*1024)`, "TODO: support variable
+/// buffers"), which clients see as NT_STATUS_INVALID_PARAMETER: the workloads with larger
+/// requests are recorded as its known limit, not run.
+pub const KNOWN_LIMITS: [(&str, &[&str], &str); 1] = [(
+    "aio_fork_c",
+    &[
+        workloads::SEQ_READ,
+        workloads::SEQ_WRITE,
+        workloads::COLD_READ,
+        workloads::COLD_READ_MID,
+        workloads::SEQ_WRITE_MID,
+        workloads::STREAM_READ,
+        workloads::MEM_GET,
+        workloads::MEM_SMBCLIENT,
+    ],
+    "expected: Samba's C aio_fork refuses requests over 128 KiB with EINVAL \
+     (NT_STATUS_INVALID_PARAMETER; vfs_aio_fork.c: n > 128*1024)",
+)];
 
 /// The backends given XFS shares too: the reference, a kernel-async one, and ours.
 pub const XFS_BACKENDS: [&str; 3] = [report::REFERENCE, "io_uring", OUR_MODULE];

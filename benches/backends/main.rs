@@ -172,6 +172,11 @@ fn bench(ctx: &NsContext, opts: &Options, plan: Plan) {
     let sources = Sources::create(&ctx.workdir.join("data"), &plan);
     let mut results = Results::new(BACKENDS.iter().map(|b| b.name).collect());
     workloads::declare(&mut results, &plan);
+    for (backend, workloads, why) in backends::KNOWN_LIMITS {
+        for w in workloads {
+            results.set_unavailable(w, backend, why.to_string());
+        }
+    }
     leave_out(&mut results, opts);
     results.notes.push(fairness);
     let mut bench = Bench {
