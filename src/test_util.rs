@@ -189,3 +189,77 @@ impl Marker {
         open - 1
     }
 }
+
+/// A tevent loop of our own, standing in for smbd's.
+pub struct Loop {
+    pub ev: *mut crate::abi::ffi::tevent_context,
+}
+
+impl Loop {
+    pub fn new() -> Loop {
+        // tevent registers its backends on first use without a lock (smbd is single
+        // threaded); test threads must not race there.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _serial = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: a fresh tevent context without parent.
+        let ev = unsafe { crate::abi::ffi::tevent_context_init(std::ptr::null_mut()) };
+        assert!(!ev.is_null());
+        Loop { ev }
+    }
+
+    /// Runs the loop until `done()` or the deadline (then panics).
+    pub fn run_until(
+        &self,
+        what: &str,
+        limit: std::time::Duration,
+        mut done: impl FnMut() -> bool,
+    ) {
+        let deadline = std::time::Instant::now() + limit;
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            self.turn();
+        }
+    }
+
+    /// Runs the loop for `time`.
+    pub fn run_for(&self, time: std::time::Duration) {
+        let end = std::time::Instant::now() + time;
+        while std::time::Instant::now() < end {
+            self.turn();
+        }
+    }
+
+    /// One turn of the loop, with a wake-up timer so that it never blocks for long.
+    fn turn(&self) {
+        use crate::abi::ffi;
+        // SAFETY: ev is ours; the timer is freed when it fires or with the context.
+        unsafe {
+            ffi::aio_fork_add_timer(
+                self.ev,
+                self.ev as *mut std::ffi::c_void,
+                5_000,
+                Some(noop),
+                std::ptr::null_mut(),
+            );
+            ffi::_tevent_loop_once(self.ev, c"unit test".as_ptr());
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        // SAFETY: the context is ours.
+        unsafe { crate::abi::ffi::aio_fork_talloc_free(self.ev as *mut std::ffi::c_void) };
+    }
+}
+
+unsafe extern "C" fn noop(
+    _: *mut crate::abi::ffi::tevent_context,
+    _: *mut crate::abi::ffi::tevent_timer,
+    _: crate::abi::ffi::timeval,
+    _: *mut std::ffi::c_void,
+) {
+}

@@ -156,6 +156,7 @@ unsafe extern "C" fn fired(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::Loop;
 
     thread_local! {
         static TRIMS: Cell<usize> = const { Cell::new(0) };
@@ -169,58 +170,12 @@ mod tests {
         TRIMS.with(Cell::get)
     }
 
-    struct Loop(*mut ffi::tevent_context);
-
-    impl Loop {
-        fn new() -> Loop {
-            static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-            let _serial = INIT.lock().unwrap_or_else(|e| e.into_inner());
-            // SAFETY: a fresh tevent context without parent.
-            let ev = unsafe { ffi::tevent_context_init(ptr::null_mut()) };
-            assert!(!ev.is_null());
-            Loop(ev)
-        }
-
-        /// Runs the loop for `time`.
-        fn run_for(&self, time: Duration) {
-            let end = Instant::now() + time;
-            while Instant::now() < end {
-                // SAFETY: our context; the wake-up timer is freed when it fires or with it.
-                unsafe {
-                    ffi::aio_fork_add_timer(
-                        self.0,
-                        self.0 as *mut c_void,
-                        5_000,
-                        Some(noop),
-                        ptr::null_mut(),
-                    );
-                    ffi::_tevent_loop_once(self.0, c"heap trim test".as_ptr());
-                }
-            }
-        }
-    }
-
-    impl Drop for Loop {
-        fn drop(&mut self) {
-            // SAFETY: the context is ours.
-            unsafe { ffi::aio_fork_talloc_free(self.0 as *mut c_void) };
-        }
-    }
-
-    unsafe extern "C" fn noop(
-        _: *mut ffi::tevent_context,
-        _: *mut ffi::tevent_timer,
-        _: ffi::timeval,
-        _: *mut c_void,
-    ) {
-    }
-
     const QUIET: Duration = Duration::from_millis(60);
 
     #[test]
     fn trims_once_after_a_burst_falls_quiet() {
         let lp = Loop::new();
-        let trim = HeapTrim::with(lp.0, QUIET, count);
+        let trim = HeapTrim::with(lp.ev, QUIET, count);
         lp.run_for(QUIET * 2);
         assert_eq!(trims(), 0, "no request, nothing to trim");
         for _ in 0..5 {
@@ -241,7 +196,7 @@ mod tests {
     fn a_dropped_trimmer_leaves_no_timer_behind() {
         let lp = Loop::new();
         let before = trims();
-        let trim = HeapTrim::with(lp.0, QUIET, count);
+        let trim = HeapTrim::with(lp.ev, QUIET, count);
         trim.note_request();
         drop(trim);
         lp.run_for(QUIET * 2);

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::Config;
-use crate::test_util::temp_file;
+use crate::test_util::{temp_file, Loop};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek};
@@ -68,59 +68,6 @@ fn outcomes_of(req: usize) -> Vec<Outcome> {
 
 fn outcome_of(req: usize) -> Option<Outcome> {
     outcomes_of(req).into_iter().next()
-}
-
-/// A tevent loop of our own, standing in for smbd's.
-struct Loop {
-    ev: *mut ffi::tevent_context,
-}
-
-impl Loop {
-    fn new() -> Loop {
-        // tevent registers its backends on first use without a lock (smbd is single
-        // threaded); test threads must not race there.
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _serial = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: a fresh tevent context without parent.
-        let ev = unsafe { ffi::tevent_context_init(ptr::null_mut()) };
-        assert!(!ev.is_null());
-        Loop { ev }
-    }
-
-    /// Runs the loop until `done()` or the deadline (then panics).
-    fn run_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            // A wake-up timer, so that one loop turn never blocks for long.
-            // SAFETY: ev is ours; the timer is freed when it fires or with the context.
-            unsafe {
-                ffi::aio_fork_add_timer(
-                    self.ev,
-                    self.ev as *mut c_void,
-                    20_000,
-                    Some(noop),
-                    ptr::null_mut(),
-                );
-                ffi::_tevent_loop_once(self.ev, c"pool test".as_ptr());
-            }
-        }
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        // SAFETY: the context is ours.
-        unsafe { ffi::aio_fork_talloc_free(self.ev as *mut c_void) };
-    }
-}
-
-unsafe extern "C" fn noop(
-    _: *mut ffi::tevent_context,
-    _: *mut ffi::tevent_timer,
-    _: ffi::timeval,
-    _: *mut c_void,
-) {
 }
 
 fn pool(lp: &Loop, cfg: Config) -> Rc<Pool> {
