@@ -402,42 +402,35 @@ impl Bench {
     /// smbd with requests of at most 1 MiB (what many clients use): a cold get, with 16
     /// requests in flight, and a put.
     pub fn mid_config(&mut self, dir: &Path) {
-        let mut builder = SmbdBuilder::without_shares(dir)
-            .global("smb2 max read", MID_REQUEST)
-            .global("smb2 max write", MID_REQUEST)
-            .global("smb2 max trans", MID_REQUEST);
-        for b in &BACKENDS {
-            builder = builder.share(b.name, &share_options(b, false));
-        }
-        let smbd = builder.start();
-        for b in &BACKENDS {
-            let s = &self.sources;
-            stage(&smbd.share_path(b.name), &[&s.seq, &s.probe], &[]);
-        }
-        self.check_backends(
-            &smbd,
-            &|b| Some(b.name.to_string()),
-            &[COLD_READ_MID, SEQ_WRITE_MID],
-        );
-        self.progress("phase: transfers (1 MiB requests)");
         let transfers = [
             (COLD_READ_MID, Transfer::ColdRead),
             (SEQ_WRITE_MID, Transfer::Write),
         ];
-        self.transfers(
-            &smbd,
-            &BACKENDS.iter().collect::<Vec<_>>(),
-            &transfers,
-            |b| b.name.to_string(),
-        );
+        self.capped_transfers(dir, MID_REQUEST, "1 MiB", &transfers);
     }
 
     /// smbd with requests capped at 128 KiB, so Samba's C aio_fork can take part.
     pub fn capped_config(&mut self, dir: &Path) {
+        let transfers = [
+            (SEQ_READ_CAPPED, Transfer::WarmRead),
+            (SEQ_WRITE_CAPPED, Transfer::Write),
+        ];
+        self.capped_transfers(dir, CAPPED_REQUEST, "128 KiB", &transfers);
+    }
+
+    /// The `transfers` on every backend, in an smbd whose requests are at most `request`
+    /// bytes (`size`: the same, for people).
+    fn capped_transfers(
+        &mut self,
+        dir: &Path,
+        request: &str,
+        size: &str,
+        transfers: &[(&'static str, Transfer)],
+    ) {
         let mut builder = SmbdBuilder::without_shares(dir)
-            .global("smb2 max read", CAPPED_REQUEST)
-            .global("smb2 max write", CAPPED_REQUEST)
-            .global("smb2 max trans", CAPPED_REQUEST);
+            .global("smb2 max read", request)
+            .global("smb2 max write", request)
+            .global("smb2 max trans", request);
         for b in &BACKENDS {
             builder = builder.share(b.name, &share_options(b, false));
         }
@@ -446,20 +439,13 @@ impl Bench {
             let s = &self.sources;
             stage(&smbd.share_path(b.name), &[&s.seq, &s.probe], &[]);
         }
-        self.check_backends(
-            &smbd,
-            &|b| Some(b.name.to_string()),
-            &[SEQ_READ_CAPPED, SEQ_WRITE_CAPPED],
-        );
-        self.progress("phase: transfers (128 KiB requests)");
-        let transfers = [
-            (SEQ_READ_CAPPED, Transfer::WarmRead),
-            (SEQ_WRITE_CAPPED, Transfer::Write),
-        ];
+        let workloads: Vec<&'static str> = transfers.iter().map(|(w, _)| *w).collect();
+        self.check_backends(&smbd, &|b| Some(b.name.to_string()), &workloads);
+        self.progress(&format!("phase: transfers ({size} requests)"));
         self.transfers(
             &smbd,
             &BACKENDS.iter().collect::<Vec<_>>(),
-            &transfers,
+            transfers,
             |b| b.name.to_string(),
         );
     }
