@@ -25,6 +25,7 @@
 
 pub mod breaker;
 mod closing;
+mod cpu_pinning;
 mod crew;
 mod disk_streams;
 mod distrust;
@@ -196,6 +197,8 @@ struct PoolInner {
     /// The helper program (see `child`).
     program: CString,
     crews: Vec<Crew>,
+    /// The CPUs smbd may run on, where unpinned helpers may run (see `cpu_pinning`).
+    cpus: libc::cpu_set_t,
     heap: heap::HeapTrim,
     disk_streams: disk_streams::DiskStreams,
 }
@@ -237,6 +240,8 @@ struct Helper {
     state: HelperState,
     /// Whether its buffer holds pages (a request used it since it was last released).
     buffer_used: bool,
+    /// The CPUs it may run on (see `cpu_pinning`).
+    pinning: cpu_pinning::Pinning,
 }
 
 enum HelperState {
@@ -287,6 +292,7 @@ impl Pool {
                 last_stats_log: None,
                 program,
                 crews: Vec::new(),
+                cpus: cpu_pinning::allowed(),
                 heap: heap::HeapTrim::new(ev),
                 disk_streams: disk_streams::DiskStreams::default(),
             }),
@@ -514,7 +520,14 @@ impl PoolInner {
             Op::Fsync | Op::Close => 0,
             _ => (job.len - job.done).min(BUFFER_SIZE),
         };
+        let alone = !self
+            .helpers
+            .iter()
+            .enumerate()
+            .any(|(i, h)| i != idx && matches!(h.state, HelperState::Busy { .. }));
+        let cpus = cpu_pinning::wanted(chunk, alone);
         let helper = &mut self.helpers[idx];
+        helper.pinning.place(helper.process.pid(), cpus, &self.cpus);
         helper.buffer_used |= chunk > 0;
         if job.op.writes() && chunk > 0 {
             // SAFETY: job.data is smbd's live buffer of job.len bytes (the job is forgotten

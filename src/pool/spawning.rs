@@ -2,6 +2,7 @@
 //! the first request that needs it, and the helpers it forks. Every step is asked for and
 //! its answer taken when it comes (see `crew`): nothing here waits for a process.
 
+use super::cpu_pinning;
 use super::crew::Answer;
 use super::events::FdWatch;
 use super::{Helper, HelperState, PoolInner};
@@ -158,6 +159,7 @@ impl PoolInner {
             _watch: watch,
             state: HelperState::Idle(Instant::now()),
             buffer_used: false,
+            pinning: cpu_pinning::Pinning::default(),
         });
     }
 
