@@ -520,11 +520,12 @@ impl PoolInner {
             Op::Fsync | Op::Close => 0,
             _ => (job.len - job.done).min(BUFFER_SIZE),
         };
-        let alone = !self
-            .helpers
-            .iter()
-            .enumerate()
-            .any(|(i, h)| i != idx && matches!(h.state, HelperState::Busy { .. }));
+        let alone = self.queue.is_empty()
+            && !self
+                .helpers
+                .iter()
+                .enumerate()
+                .any(|(i, h)| i != idx && matches!(h.state, HelperState::Busy { .. }));
         let cpus = cpu_pinning::wanted(chunk, alone);
         let helper = &mut self.helpers[idx];
         helper.pinning.place(helper.process.pid(), cpus, &self.cpus);
