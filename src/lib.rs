@@ -15,7 +15,8 @@
 //! - `child/`: what runs in those processes (the helper program `src/bin/aio_fork_helper.rs`:
 //!   its zygote, the helpers, their credentials and sandbox), under the rules stated there;
 //! - `protocol`: what crosses the sockets between the two sides; `config`: the share's
-//!   options, parsed and checked.
+//!   options, parsed and checked; `xorshift`: cheap random numbers for the helpers' erratic
+//!   delays and for tests.
 //!
 //! Imports go one way: `vfs` uses `pool`, `pool` uses `parent`, `parent` and `child` share
 //! only `protocol`; everything in smbd may use `abi`, nothing in `child` does.
@@ -31,6 +32,7 @@ mod protocol;
 #[cfg(test)]
 mod test_util;
 mod vfs;
+mod xorshift;
 
 pub use abi::profile_layout::{Layout as ProfileLayout, LAYOUTS as PROFILE_LAYOUTS};
 pub use vfs::table::{filled_slots, interface_for_version};

@@ -1,5 +1,6 @@
 //! Helpers for the unit tests.
 
+use crate::xorshift::XorShift64;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -136,30 +137,22 @@ impl Drop for Hostile {
     }
 }
 
-/// xorshift64: reproducible random bytes for the fuzz-style tests.
-pub struct TestRng(u64);
+/// Reproducible random numbers and bytes for the fuzz-style tests.
+pub struct TestRng(XorShift64);
 
 impl TestRng {
+    /// Spreads small seeds over the state's bits.
     pub fn new(seed: u64) -> TestRng {
-        TestRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+        TestRng(XorShift64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
     }
 
     /// A number in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
 
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
+        (0..len).map(|_| self.0.next() as u8).collect()
     }
 }
 

@@ -6,6 +6,7 @@
 
 use super::sys::{self, as_result, errno, now_ns, sleep_ms};
 use crate::protocol::{Op, Reply, Request, FLAG_ERRATIC};
+use crate::xorshift::XorShift64;
 use std::mem::{size_of, zeroed, MaybeUninit};
 
 /// The shared buffer the zygote mapped (MAP_SHARED) before forking.
@@ -229,23 +230,14 @@ fn send_reply(sock: libc::c_int, reply: &Reply) -> bool {
     sys::send_with_fds(sock, crate::protocol::as_bytes(reply), &[])
 }
 
-/// xorshift64: erratic delays only need to differ between helpers and requests.
-struct Rng(u64);
+/// Erratic delays only need to differ between helpers and requests.
+struct Rng(XorShift64);
 
 impl Rng {
     fn seeded() -> Rng {
         // SAFETY: getpid takes no arguments.
         let pid = unsafe { libc::getpid() } as u64;
-        Rng((now_ns() ^ (pid << 32)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+        Rng(XorShift64::new(now_ns() ^ (pid << 32)))
     }
 
     /// 5-24 ms. smbd answers a request still running after 0.5 ms with an interim
@@ -253,7 +245,7 @@ impl Rng {
     /// helper reply that lands inside that window races the timer. Five ms or more
     /// makes every erratic request one the client sees go async, as the delay intends.
     fn erratic_delay_ms(&mut self) -> u64 {
-        ERRATIC_MIN_MS + self.next() % ERRATIC_SPREAD_MS
+        ERRATIC_MIN_MS + self.0.below(ERRATIC_SPREAD_MS)
     }
 }
 

@@ -15,6 +15,8 @@
 #[path = "../../src/protocol.rs"]
 #[allow(dead_code)]
 mod protocol;
+#[path = "../../src/xorshift.rs"]
+mod xorshift;
 
 use protocol::{as_bytes, Reply, Request, ZygoteHello, ZygoteReply, ZygoteRequest};
 use std::ffi::{CString, OsString};
@@ -23,6 +25,7 @@ use std::mem::size_of;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use xorshift::XorShift64;
 
 const CONTROL_FD: i32 = 3;
 /// What `scribble` writes into its buffer.
@@ -438,7 +441,7 @@ fn helper(mode: Mode, sock: i32, buf: *mut u8, len: usize, seed: u64) -> ! {
         // SAFETY: our mapping of `len` bytes, used by this process alone here.
         unsafe { std::slice::from_raw_parts_mut(buf, len) }
     };
-    let mut rng = Rng(seed | 1);
+    let mut rng = XorShift64::new(seed);
     if mode == Mode::Unsolicited {
         send_reply(
             sock,
@@ -608,7 +611,7 @@ fn scribble(buf: &mut [u8], len: usize, during: Duration) {
 }
 
 /// A few random datagrams, one of them (maybe) the right reply.
-fn random_answer(sock: i32, reply: &Reply, file: i32, rng: &mut Rng) {
+fn random_answer(sock: i32, reply: &Reply, file: i32, rng: &mut XorShift64) {
     for _ in 0..rng.below(4) + 1 {
         let mut fds = Vec::new();
         for _ in 0..rng.below(3) {
@@ -641,24 +644,6 @@ fn random_answer(sock: i32, reply: &Reply, file: i32, rng: &mut Rng) {
         if rng.below(4) == 0 {
             std::thread::sleep(Duration::from_millis(rng.below(5)));
         }
-    }
-}
-
-/// xorshift64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
