@@ -1,7 +1,7 @@
 //! A connection that read a large file and stays connected holds no more memory than
 //! before the reads: its smbd process gives freed read buffers back once it is quiet
 //! (glibc keeps up to twice the largest freed block in the heap otherwise; see
-//! src/pool/heap_trim.rs). Measured on the connection process's anonymous memory
+//! src/pool/heap.rs). Measured on the connection process's anonymous memory
 //! (`/proc/PID/smaps_rollup`), the plain share's connection beside it in the same run.
 
 mod common;

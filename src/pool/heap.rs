@@ -1,4 +1,5 @@
-//! smbd's heap: kept warm while a share connection is busy, given back once it is quiet.
+//! smbd's heap: kept warm while helpers serve a share connection, given back once it is
+//! quiet.
 //!
 //! smbd allocates a buffer for each read and write (up to 8 MiB). glibc serves a block of
 //! 128 KiB or more with its own mmap at first; once such a block is freed it raises its
@@ -8,13 +9,17 @@
 //! the free top crosses twice 8 MiB again and again: the heap shrinks and grows back, and
 //! every page of a regrown buffer faults in fresh, zeroed (on a virtual machine that hands
 //! freed memory back to its host, over 1 us a page: 3 ms an 8 MiB buffer). A plain share
-//! pays those faults in its I/O threads; here the first write to a read buffer is smbd's
-//! copy out of a helper's buffer, on its main thread. So while the connection is busy, the
-//! module keeps large blocks on the heap and the heap's top in place (`keep_warm`: fixed
-//! thresholds above the largest SMB2 request), and how much stays after a burst then
-//! depends on how requests overlapped: up to twice the largest. Once the pool has seen no
-//! request for `QUIET`, it gives back what is free (`malloc_trim`), once per burst: an idle
-//! connection holds what smbd needs, and a busy one keeps its warm heap.
+//! pays those faults in its I/O threads, and so does this module for what it serves in
+//! smbd (a cached read's copy is the kernel's, like plain's). But for what a helper serves,
+//! smbd's main thread copies between the helper's buffer and smbd's, and would take the
+//! faults where every other request of the connection waits. So from the first request a
+//! helper serves, the module keeps large blocks on the heap and the heap's top in place
+//! (`Tuning::Warm`: fixed thresholds above the largest SMB2 request), and how much stays
+//! after a burst then depends on how requests overlapped: up to twice the largest. Once
+//! the pool has seen no request for `QUIET`, it gives back what is free (`malloc_trim`),
+//! once per burst, and lets the heap shrink again as glibc would (`Tuning::Cold`): an idle
+//! connection holds what smbd needs, one served in smbd alone holds what a plain share's
+//! would, and one whose helpers are busy keeps its warm heap.
 
 use crate::abi::ffi;
 use std::cell::Cell;
@@ -28,23 +33,40 @@ pub const QUIET: Duration = Duration::from_secs(1);
 /// Blocks up to this size come from the heap: every SMB2 request buffer (8 MiB of data and
 /// its headers) does.
 const MMAP_THRESHOLD: libc::c_int = 16 << 20;
-/// The heap's free top is given back past this while busy (and all of it when quiet).
-const TRIM_THRESHOLD: libc::c_int = 64 << 20;
+/// The heap's free top is given back past this while warm.
+const WARM_TRIM_THRESHOLD: libc::c_int = 64 << 20;
+/// ... and past this once cold again: where glibc's own threshold settles after freeing
+/// an 8 MiB request buffer (twice its size), which it no longer moves once set by hand.
+const COLD_TRIM_THRESHOLD: libc::c_int = 17 << 20;
 
-/// Fixes glibc's thresholds for smbd's process (see above), once per process.
-pub fn keep_warm() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: mallopt only changes the allocator's tuning; glibc serialises it with
-        // allocations of other threads.
-        let ok = unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-        };
-        if !ok {
-            tracing::debug!("mallopt refused: smbd's heap keeps glibc's own thresholds");
-        }
-    });
+/// glibc's thresholds for smbd's process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tuning {
+    Warm,
+    Cold,
+}
+
+thread_local! {
+    /// Whether the process's heap is tuned warm: one process may hold several pools (one
+    /// per share of the connection), all on smbd's main thread, and glibc's thresholds are
+    /// the process's.
+    static WARM: Cell<bool> = const { Cell::new(false) };
+}
+
+fn tune_malloc(tuning: Tuning) {
+    let trim = match tuning {
+        Tuning::Warm => WARM_TRIM_THRESHOLD,
+        Tuning::Cold => COLD_TRIM_THRESHOLD,
+    };
+    // SAFETY: mallopt only changes the allocator's tuning; glibc serialises it with
+    // allocations of other threads.
+    let ok = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, trim) == 1
+    };
+    if !ok {
+        tracing::debug!(?tuning, "mallopt refused: smbd's heap keeps its thresholds");
+    }
 }
 
 /// Trims the heap of smbd's process when the pool that owns it falls quiet.
@@ -63,16 +85,21 @@ struct State {
     pending: Cell<bool>,
     quiet: Duration,
     trim: fn(),
+    tune: fn(Tuning),
 }
 
 impl HeapTrim {
-    /// Trims with `malloc_trim` on smbd's loop `ev`; keeps the heap warm meanwhile.
+    /// Trims with `malloc_trim` on smbd's loop `ev`, and tunes glibc's thresholds.
     pub fn new(ev: *mut ffi::tevent_context) -> HeapTrim {
-        keep_warm();
-        HeapTrim::with(ev, QUIET, trim_malloc)
+        HeapTrim::with(ev, QUIET, trim_malloc, tune_malloc)
     }
 
-    fn with(ev: *mut ffi::tevent_context, quiet: Duration, trim: fn()) -> HeapTrim {
+    fn with(
+        ev: *mut ffi::tevent_context,
+        quiet: Duration,
+        trim: fn(),
+        tune: fn(Tuning),
+    ) -> HeapTrim {
         HeapTrim {
             state: Box::new(State {
                 ev,
@@ -81,6 +108,7 @@ impl HeapTrim {
                 pending: Cell::new(false),
                 quiet,
                 trim,
+                tune,
             }),
         }
     }
@@ -92,6 +120,13 @@ impl HeapTrim {
         s.pending.set(true);
         if s.timer.get().is_null() {
             s.arm(s.quiet);
+        }
+    }
+
+    /// A request goes to a helper: the heap stays warm until the next trim.
+    pub fn keep_warm(&self) {
+        if !WARM.with(|w| w.replace(true)) {
+            (self.state.tune)(Tuning::Warm);
         }
     }
 }
@@ -120,6 +155,9 @@ impl State {
         if idle < self.quiet {
             self.arm(self.quiet - idle);
         } else if self.pending.replace(false) {
+            if WARM.with(|w| w.replace(false)) {
+                (self.tune)(Tuning::Cold);
+            }
             (self.trim)();
         }
     }
@@ -170,12 +208,24 @@ mod tests {
         TRIMS.with(Cell::get)
     }
 
+    thread_local! {
+        static TUNINGS: std::cell::RefCell<Vec<Tuning>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn note_tuning(t: Tuning) {
+        TUNINGS.with(|v| v.borrow_mut().push(t));
+    }
+
+    fn tunings() -> Vec<Tuning> {
+        TUNINGS.with(|v| v.borrow().clone())
+    }
+
     const QUIET: Duration = Duration::from_millis(60);
 
     #[test]
     fn trims_once_after_a_burst_falls_quiet() {
         let lp = Loop::new();
-        let trim = HeapTrim::with(lp.ev, QUIET, count);
+        let trim = HeapTrim::with(lp.ev, QUIET, count, note_tuning);
         lp.run_for(QUIET * 2);
         assert_eq!(trims(), 0, "no request, nothing to trim");
         for _ in 0..5 {
@@ -196,10 +246,37 @@ mod tests {
     fn a_dropped_trimmer_leaves_no_timer_behind() {
         let lp = Loop::new();
         let before = trims();
-        let trim = HeapTrim::with(lp.ev, QUIET, count);
+        let trim = HeapTrim::with(lp.ev, QUIET, count, note_tuning);
         trim.note_request();
         drop(trim);
         lp.run_for(QUIET * 2);
         assert_eq!(trims(), before);
+    }
+
+    #[test]
+    fn warm_from_the_first_helper_request_until_the_trim() {
+        let lp = Loop::new();
+        let trim = HeapTrim::with(lp.ev, QUIET, count, note_tuning);
+        trim.note_request();
+        lp.run_for(QUIET * 2);
+        assert_eq!(
+            tunings(),
+            [],
+            "requests served in smbd leave glibc's own thresholds"
+        );
+        for _ in 0..3 {
+            trim.note_request();
+            trim.keep_warm();
+        }
+        assert_eq!(tunings(), [Tuning::Warm], "warmed once for the burst");
+        lp.run_for(QUIET * 2);
+        assert_eq!(
+            tunings(),
+            [Tuning::Warm, Tuning::Cold],
+            "cold again at the trim"
+        );
+        trim.note_request();
+        lp.run_for(QUIET * 2);
+        assert_eq!(tunings().len(), 2, "a burst in smbd alone leaves it cold");
     }
 }

@@ -87,6 +87,7 @@ impl Pool {
                 return self.refuse(done);
             }
         };
+        self.inner.borrow().heap.keep_warm();
         let job = Job::new(
             spec.req,
             spec.op,
