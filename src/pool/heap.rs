@@ -9,10 +9,11 @@
 //! the free top crosses twice 8 MiB again and again: the heap shrinks and grows back, and
 //! every page of a regrown buffer faults in fresh, zeroed (on a virtual machine that hands
 //! freed memory back to its host, over 1 us a page: 3 ms an 8 MiB buffer). A plain share
-//! pays those faults in its I/O threads, and so does this module for what it serves in
-//! smbd (a cached read's copy is the kernel's, like plain's). But for what a helper serves,
-//! smbd's main thread copies between the helper's buffer and smbd's, and would take the
-//! faults where every other request of the connection waits. So from the first request a
+//! pays those faults in its I/O threads. For what a helper serves, smbd's main thread
+//! copies between the helper's buffer and smbd's, and would take the faults where every
+//! other request of the connection waits. For a cached read served in smbd, the kernel's
+//! copy takes them there too, but a warm heap would keep two 8 MiB buffers per busy
+//! connection, about twice what a plain share's peak holds. So from the first request a
 //! helper serves, the module keeps large blocks on the heap and the heap's top in place
 //! (`Tuning::Warm`: fixed thresholds above the largest SMB2 request), and how much stays
 //! after a burst then depends on how requests overlapped: up to twice the largest. Once
