@@ -13,7 +13,8 @@
 //! A large request, or one among others in flight on the connection, lets the helper run
 //! on any CPU: its copy or its I/O then runs beside smbd's work and the other helpers'.
 
-use std::io;
+use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 
 /// Requests up to this size are served by a pinned helper when they are alone.
 pub const SMALL: usize = 256 << 10;
@@ -46,17 +47,13 @@ pub fn wanted(len: usize, alone: bool) -> Cpus {
     if len > SMALL || !alone {
         return Cpus::Any;
     }
-    // SAFETY: sched_getcpu takes no arguments.
-    match unsafe { libc::sched_getcpu() } {
-        cpu if cpu >= 0 => Cpus::One(cpu as usize),
-        _ => Cpus::Any,
-    }
+    sched_getcpu().map_or(Cpus::Any, Cpus::One)
 }
 
 impl Pinning {
     /// Moves helper `pid` to `want` unless it is there. A failure leaves it where it is:
     /// placement is only about speed.
-    pub fn place(&mut self, pid: i32, want: Cpus, any: &libc::cpu_set_t) {
+    pub fn place(&mut self, pid: i32, want: Cpus, any: &CpuSet) {
         if want == self.now {
             return;
         }
@@ -67,40 +64,29 @@ impl Pinning {
     }
 }
 
-/// The CPUs the calling thread may run on.
-pub fn allowed() -> libc::cpu_set_t {
-    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: reads this thread's affinity into a set of the size given.
-    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) } == 0;
-    if !ok {
-        // SAFETY: set is a valid cpu_set_t; every CPU the set can name.
-        for cpu in 0..libc::CPU_SETSIZE as usize {
-            unsafe { libc::CPU_SET(cpu, &mut set) };
+/// The CPUs the calling thread may run on; every CPU a set can name if that is unknown.
+pub fn allowed() -> CpuSet {
+    sched_getaffinity(Pid::from_raw(0)).unwrap_or_else(|_| {
+        let mut every = CpuSet::new();
+        for cpu in 0..CpuSet::count() {
+            let _ = every.set(cpu);
         }
-    }
-    set
+        every
+    })
 }
 
-fn set(pid: i32, want: Cpus, any: &libc::cpu_set_t) -> io::Result<()> {
+/// `pid` is a live helper of ours: its socket just took a request, and its pid is not
+/// reused before its zygote reaps it.
+fn set(pid: i32, want: Cpus, any: &CpuSet) -> nix::Result<()> {
     let set = match want {
         Cpus::Any => *any,
         Cpus::One(cpu) => {
-            // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
-            let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            // SAFETY: CPU_SET bounds-checks cpu against the set's size.
-            unsafe { libc::CPU_SET(cpu, &mut one) };
+            let mut one = CpuSet::new();
+            one.set(cpu)?;
             one
         }
     };
-    // SAFETY: `pid` is a live helper of ours (its socket just took a request, and its pid
-    // is not reused before its zygote reaps it); the set is a valid cpu_set_t.
-    let rc = unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&set), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    sched_setaffinity(Pid::from_raw(pid), &set)
 }
 
 #[cfg(test)]
@@ -108,16 +94,9 @@ mod tests {
     use super::*;
 
     fn affinity_of(pid: i32) -> Vec<usize> {
-        // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: reads pid's affinity into a set of the size given.
-        assert_eq!(
-            unsafe { libc::sched_getaffinity(pid, std::mem::size_of_val(&set), &mut set) },
-            0
-        );
-        // SAFETY: CPU_ISSET bounds-checks against the set's size.
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        let set = sched_getaffinity(Pid::from_raw(pid)).unwrap();
+        (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap())
             .collect()
     }
 

@@ -198,7 +198,7 @@ struct PoolInner {
     program: CString,
     crews: Vec<Crew>,
     /// The CPUs smbd may run on, where unpinned helpers may run (see `cpu_pinning`).
-    cpus: libc::cpu_set_t,
+    cpus: nix::sched::CpuSet,
     heap: heap::HeapTrim,
     disk_streams: disk_streams::DiskStreams,
 }
