@@ -2,6 +2,10 @@
 
 use std::io;
 
+/// Room for the supplementary groups of most users: one `getgroups` call per request
+/// reads them; a user in more groups costs two more.
+const USUAL_GROUPS: usize = 32;
+
 /// The effective uid, gid and supplementary groups of a thread. Helpers serve only the
 /// requests whose credentials equal the ones they were started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,17 +22,25 @@ impl Credentials {
     pub fn of_this_thread() -> io::Result<Credentials> {
         // SAFETY: geteuid/getegid take no arguments.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        // SAFETY: a size query (no buffer) then a read into a buffer of that size.
-        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+        let mut groups = vec![0; USUAL_GROUPS];
+        loop {
+            // SAFETY: getgroups writes at most groups.len() ids into the buffer.
+            let got = unsafe { libc::getgroups(groups.len() as i32, groups.as_mut_ptr()) };
+            if got >= 0 {
+                groups.truncate(got as usize);
+                break;
+            }
+            if io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return Err(io::Error::last_os_error());
+            }
+            // More groups than room: ask how many, then read again.
+            // SAFETY: a size query, no buffer.
+            let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            groups.resize(n as usize, 0);
         }
-        let mut groups = vec![0; n as usize];
-        let got = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
-        if got < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        groups.truncate(got as usize);
         groups.sort_unstable();
         groups.dedup();
         Ok(Credentials { uid, gid, groups })
@@ -61,5 +73,26 @@ mod tests {
         .unwrap();
         assert_eq!(other.uid, 4321);
         assert_eq!(Credentials::of_this_thread().unwrap(), main);
+    }
+
+    /// A thread in more groups than the first read has room for gets all of them.
+    #[test]
+    fn more_groups_than_usual_are_all_read() {
+        // SAFETY: geteuid takes no arguments.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let many: Vec<u32> = (0..3 * USUAL_GROUPS as u32)
+            .map(|g| 70_000 + g * 3)
+            .collect();
+        let seen = std::thread::spawn(move || {
+            // SAFETY: sets this thread's groups only (raw syscall, not glibc's broadcast).
+            let r = unsafe { libc::syscall(libc::SYS_setgroups, many.len(), many.as_ptr()) };
+            assert_eq!(r, 0);
+            (Credentials::of_this_thread().unwrap().groups, many)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen.0, seen.1);
     }
 }

@@ -33,6 +33,7 @@ mod ending;
 mod events;
 mod file_id;
 mod heap;
+mod job_table;
 pub mod latency;
 mod nowait;
 mod policy;
@@ -56,7 +57,7 @@ use file_id::FileId;
 use policy::Placement;
 use stats::Stats;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::{c_void, CString};
 use std::os::fd::{OwnedFd, RawFd};
 use std::ptr;
@@ -182,7 +183,7 @@ struct PoolInner {
     helpers: Vec<Helper>,
     /// Helpers ended for a timeout, until they exit.
     ending: Vec<Ending>,
-    jobs: HashMap<JobId, Job>,
+    jobs: job_table::JobTable,
     queue: VecDeque<JobId>,
     completing: VecDeque<Action>,
     /// Ids of jobs, of helpers (for their wake-ups) and sequence numbers of requests sent
@@ -281,7 +282,7 @@ impl Pool {
                 this: this.clone(),
                 helpers: Vec::new(),
                 ending: Vec::new(),
-                jobs: HashMap::new(),
+                jobs: job_table::JobTable::default(),
                 queue: VecDeque::new(),
                 completing: VecDeque::new(),
                 ids: Ids::default(),
@@ -448,20 +449,36 @@ impl PoolInner {
             };
             if !asked {
                 blocked.push(crew);
+                if blocked.len() == self.crews.len() {
+                    // No later job can start either: their crews are all blocked.
+                    break;
+                }
             }
             i += 1;
+        }
+        self.fall_back_orphans();
+    }
+
+    /// Hands on the queued jobs whose crew has no helper, none ending (to retry on) and
+    /// none asked for: nothing would ever start them.
+    fn fall_back_orphans(&mut self) {
+        let orphan_crew = |c: usize| {
+            self.crews[c].spawning() == 0
+                && !self.helpers.iter().any(|h| h.crew == c)
+                && !self.ending.iter().any(|e| e.crew == c)
+        };
+        let orphan_crews: Vec<bool> = (0..self.crews.len()).map(orphan_crew).collect();
+        if !orphan_crews.contains(&true) {
+            return;
         }
         let orphaned: Vec<JobId> = self
             .queue
             .iter()
             .copied()
             .filter(|&id| {
-                self.jobs.get(&id).is_some_and(|j| {
-                    !self.helpers.iter().any(|h| h.crew == j.crew)
-                        && !self.ending.iter().any(|e| e.crew == j.crew)
-                        && self.crews[j.crew].spawning() == 0
-                        && !self.held_behind_stuck_write(id)
-                })
+                self.jobs
+                    .get(&id)
+                    .is_some_and(|j| orphan_crews[j.crew] && !self.held_behind_stuck_write(id))
             })
             .collect();
         for id in orphaned {
