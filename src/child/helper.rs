@@ -158,7 +158,10 @@ fn serve(req: &Request, fd: libc::c_int, buf: &mut [u8], rng: &mut Rng) -> Reply
         (_, false) => -(libc::EBADF as i64),
         (None, _) => -(libc::EINVAL as i64),
         (Some(_), _) if req.len > buf.len() as u64 => -(libc::EINVAL as i64),
-        (Some(Op::Read), _) => read_full(fd, &mut buf[..len], req.offset),
+        (Some(Op::Read), _) => {
+            ask_whole_range(fd, req.offset, len);
+            read_full(fd, &mut buf[..len], req.offset)
+        }
         (Some(Op::Write), _) => write_full(fd, &buf[..len], Some(req.offset)),
         (Some(Op::Append), _) => write_full(fd, &buf[..len], None),
         // SAFETY: fsync takes only a descriptor.
@@ -167,6 +170,21 @@ fn serve(req: &Request, fd: libc::c_int, buf: &mut [u8], rng: &mut Rng) -> Reply
     };
     reply.duration_ns = now_ns().saturating_sub(start);
     reply
+}
+
+/// Reads of at least this many bytes ask the kernel for their whole range first.
+const WHOLE_RANGE_MIN: usize = 256 << 10;
+
+/// Has the kernel start reading all of a large request's range at once, for the part not
+/// cached. A read from disk by `pread` alone asks for one readahead window (read_ahead_kb)
+/// at a time and waits for each: one 8 MiB read from a cold file went 1.7 to 1.9 times
+/// as fast with this hint first. Cached pages cost a lookup. Only a hint: its result does
+/// not matter, the read that follows reports what went wrong.
+fn ask_whole_range(fd: libc::c_int, offset: i64, len: usize) {
+    if len >= WHOLE_RANGE_MIN && offset >= 0 {
+        // SAFETY: readahead only reads the descriptor's file into the page cache.
+        unsafe { libc::readahead(fd, offset, len) };
+    }
 }
 
 /// pread until `buf` is full, end of file, or an error (returned as -errno if nothing was

@@ -34,13 +34,15 @@ const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
 }
 
 /// What the helper loop calls (see `helper`): socket I/O, file I/O on passed fds (write:
-/// appends), close, the erratic-mode sleep, the clock, and exiting.
-const HELPER_CALLS: [libc::c_long; 17] = [
+/// appends; readahead: a hint before a large read), close, the erratic-mode sleep, the
+/// clock, and exiting.
+const HELPER_CALLS: [libc::c_long; 18] = [
     libc::SYS_recvmsg,
     libc::SYS_write,
     libc::SYS_sendto,
     libc::SYS_sendmsg,
     libc::SYS_pread64,
+    libc::SYS_readahead,
     libc::SYS_pwrite64,
     libc::SYS_fsync,
     libc::SYS_fdatasync,
