@@ -30,8 +30,9 @@ impl Credentials {
                 groups.truncate(got as usize);
                 break;
             }
-            if io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-                return Err(io::Error::last_os_error());
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EINVAL) {
+                return Err(error);
             }
             // More groups than room: ask how many, then read again.
             // SAFETY: a size query, no buffer.
