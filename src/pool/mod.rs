@@ -304,8 +304,17 @@ impl Pool {
         self.inner.borrow().share.clone()
     }
 
+    #[cfg(test)]
     pub fn stats(&self) -> Stats {
         self.inner.borrow().stats.clone()
+    }
+
+    /// The stats as a connection ends: helpers that died since smbd's loop last ran (killed
+    /// just before the client left, their socket's end-of-file never read) count too.
+    pub fn final_stats(&self) -> Stats {
+        let mut inner = self.inner.borrow_mut();
+        inner.bury_the_exited();
+        inner.stats.clone()
     }
 
     #[cfg(test)]
@@ -757,6 +766,19 @@ impl PoolInner {
             self.queue.push_front(id);
         } else {
             self.fall_back(id);
+        }
+    }
+
+    /// Buries every helper that has exited, whatever it was doing.
+    fn bury_the_exited(&mut self) {
+        let mut idx = 0;
+        while idx < self.helpers.len() {
+            if self.helpers[idx].process.exited() {
+                // `bury` swaps the last helper into `idx`.
+                self.bury(idx, true);
+            } else {
+                idx += 1;
+            }
         }
     }
 

@@ -100,7 +100,11 @@ pub unsafe extern "C" fn disconnect(handle: *mut ffi::vfs_handle_struct) {
         // SAFETY: handle as smbd passed it; data is ours (set in connect).
         unsafe {
             if let Some(pool) = pool_of(handle) {
-                tracing::info!("aio_fork stats share={} {}", pool.share(), pool.stats());
+                tracing::info!(
+                    "aio_fork stats share={} {}",
+                    pool.share(),
+                    pool.final_stats()
+                );
                 drop(pool);
                 if let Some(free) = (*handle).free_data.take() {
                     free(&mut (*handle).data);
