@@ -815,7 +815,6 @@ fn a_piece_that_cannot_be_sent_is_resent_at_once() {
     assert_ne!(t.pool.helper_pids(), vec![only]);
 }
 
-/// The zygote of the pool's first crew.
 #[test]
 fn a_helper_that_died_unnoticed_counts_in_the_final_stats() {
     let t = Fixture::new(config(), 4096, 4);
@@ -823,25 +822,13 @@ fn a_helper_that_died_unnoticed_counts_in_the_final_stats() {
     let victim = t.pool.helper_pids()[0];
     signal(victim, nix::sys::signal::Signal::SIGKILL);
     // The loop does not run: the pool has not read the socket's end-of-file.
-    let deadline = std::time::Instant::now() + LONG;
-    while !exited(victim) {
-        assert!(std::time::Instant::now() < deadline, "victim never exited");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert!(gone_soon(victim), "victim never exited");
     assert_eq!(t.pool.stats().helper_deaths, 0);
     assert_eq!(t.pool.final_stats().helper_deaths, 1);
     assert!(t.pool.helper_pids().is_empty());
 }
 
-/// Whether `pid` has exited (a zombie, or reaped).
-fn exited(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-    })
-}
-
+/// The zygote of the pool's first crew.
 fn zygote_pid(pool: &Pool) -> i32 {
     pool.inner.borrow().crews[0]
         .zygote
