@@ -32,6 +32,7 @@ mod distrust;
 mod ending;
 mod events;
 mod file_id;
+mod file_writers;
 mod heap;
 mod job_table;
 pub mod latency;
@@ -438,7 +439,10 @@ impl PoolInner {
                 self.queue.remove(i);
                 continue;
             };
-            if blocked.contains(&crew) || self.held_behind_stuck_write(id) {
+            if blocked.contains(&crew)
+                || self.held_behind_stuck_write(id)
+                || self.waits_for_file_writer(id)
+            {
                 i += 1;
                 continue;
             }

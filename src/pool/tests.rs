@@ -468,6 +468,56 @@ fn a_write_to_a_file_with_a_stuck_write_waits_until_its_helper_has_exited() {
 }
 
 #[test]
+fn a_large_write_waits_while_a_helper_writes_its_file() {
+    let big = 2 * file_writers::LARGE;
+    let mut t = Fixture::new(config(), 4 * big, 0);
+    let other_file = temp_file(&vec![0u8; big]);
+    let stopped = stop_first_helper(&t.lp, &t.pool);
+
+    let mut first = pattern(big, 1);
+    let mut second = pattern(big, 2);
+    let mut elsewhere = pattern(big, 3);
+    let mut small = pattern(4096, 4);
+    let fd = t.file.as_raw_fd();
+    submit(&t.pool, 1, Op::Write, fd, 0, &mut first);
+    submit(&t.pool, 2, Op::Write, fd, big as i64, &mut second);
+    submit(
+        &t.pool,
+        3,
+        Op::Write,
+        other_file.as_raw_fd(),
+        0,
+        &mut elsewhere,
+    );
+    submit(&t.pool, 4, Op::Write, fd, 3 * big as i64, &mut small);
+    t.lp.run_until("the other file's and the small write", LONG, || {
+        outcome_of(3).is_some() && outcome_of(4).is_some()
+    });
+    let held_until = Instant::now() + Duration::from_millis(300);
+    t.lp.run_until("a while", LONG, || Instant::now() > held_until);
+    assert_eq!(
+        outcome_of(2),
+        None,
+        "written beside another write of its file"
+    );
+
+    signal(stopped, nix::sys::signal::Signal::SIGCONT);
+    t.lp.run_until("both large writes", LONG, || {
+        outcome_of(1).is_some() && outcome_of(2).is_some()
+    });
+    assert_eq!(outcome_of(1), Some(served(1, big as isize)));
+    assert_eq!(outcome_of(2), Some(served(2, big as isize)));
+    let mut expected = t.data.clone();
+    expected[..big].copy_from_slice(&first);
+    expected[big..2 * big].copy_from_slice(&second);
+    expected[3 * big..3 * big + 4096].copy_from_slice(&small);
+    let mut back = Vec::new();
+    t.file.rewind().unwrap();
+    t.file.read_to_end(&mut back).unwrap();
+    assert!(back == expected, "file content differs");
+}
+
+#[test]
 fn stuck_helpers_keep_their_place_under_max_helpers() {
     let cfg = Config {
         max_helpers: 2,
