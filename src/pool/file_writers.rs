@@ -16,11 +16,15 @@ use super::{HelperState, Job, JobId, PoolInner};
 pub const LARGE: usize = 256 << 10;
 
 /// Whether `job` should wait for one of `writing` (the jobs helpers write now): it is a
-/// large write, and one of them writes the same file.
+/// large write, and one of them writes the same file for the same user. Another user's
+/// writer is not waited for: the job's own crew may have no helper yet, and a job that
+/// waits asks for none.
 pub fn waits(job: &Job, writing: &[&Job]) -> bool {
     job.op.writes()
         && job.len - job.done > LARGE
-        && writing.iter().any(|w| w.op.writes() && same_file(job, w))
+        && writing
+            .iter()
+            .any(|w| w.op.writes() && w.crew == job.crew && same_file(job, w))
 }
 
 /// The same open file, or the same file opened twice.
@@ -69,6 +73,9 @@ mod tests {
         assert!(!waits(&big, &[&job(Op::Read, 5, 1 << 20)]));
         assert!(!waits(&big, &[&job(Op::Fsync, 5, 0)]));
         assert!(!waits(&big, &[]));
+        let mut another_user = job(Op::Write, 5, 1 << 20);
+        another_user.crew = 1;
+        assert!(!waits(&big, &[&another_user]));
     }
 
     #[test]
