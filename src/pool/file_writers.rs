@@ -5,8 +5,9 @@
 //! each other, and a waiter spins on the lock while its holder copies, on a CPU that smbd
 //! and the other helpers need. With the pieces a helper writes a large request in (see
 //! `child::helper`), the lock changes hands at every piece. On a 2-CPU machine, a put with
-//! 8 MiB requests spent 18 % of all CPU time spinning there, and ran 1.3 to 1.5 times
-//! faster once a large write waited in the queue while another helper wrote its file. A
+//! 8 MiB requests spent 18 % of all CPU time spinning there. Once a large write waited in
+//! the queue while another helper wrote its file, 1 GiB puts took a median 2.0 s instead
+//! of 3.1 s with 8 MiB requests, and 1.3 s instead of 2.7 s with 1 MiB requests. A
 //! small write waits for nothing: its own round trip is what it costs, and in parallel
 //! those round trips overlap.
 
@@ -19,11 +20,11 @@ pub const LARGE: usize = 256 << 10;
 /// large write, and one of them writes the same file for the same user. Another user's
 /// writer is not waited for: the job's own crew may have no helper yet, and a job that
 /// waits asks for none.
-pub fn waits(job: &Job, writing: &[&Job]) -> bool {
+pub fn waits<'a>(job: &Job, writing: impl IntoIterator<Item = &'a Job>) -> bool {
     job.op.writes()
         && job.len - job.done > LARGE
         && writing
-            .iter()
+            .into_iter()
             .any(|w| w.op.writes() && w.crew == job.crew && same_file(job, w))
 }
 
@@ -38,18 +39,12 @@ impl PoolInner {
         let Some(job) = self.jobs.get(&id) else {
             return false;
         };
-        if !job.op.writes() || job.len - job.done <= LARGE {
-            return false;
-        }
-        let writing: Vec<&Job> = self
-            .helpers
-            .iter()
-            .filter_map(|h| match h.state {
-                HelperState::Busy { job, .. } => self.jobs.get(&job),
-                HelperState::Idle(_) => None,
-            })
-            .collect();
-        waits(job, &writing)
+        // Lazy: only a large write looks at the helpers.
+        let writing = self.helpers.iter().filter_map(|h| match h.state {
+            HelperState::Busy { job, .. } => self.jobs.get(&job),
+            HelperState::Idle(_) => None,
+        });
+        waits(job, writing)
     }
 }
 
@@ -67,26 +62,26 @@ mod tests {
     #[test]
     fn a_large_write_waits_for_a_writer_of_its_file() {
         let big = job(Op::Write, 5, 1 << 20);
-        assert!(waits(&big, &[&job(Op::Write, 5, 4096)]));
-        assert!(waits(&big, &[&job(Op::Append, 5, 1 << 20)]));
-        assert!(!waits(&big, &[&job(Op::Write, 6, 1 << 20)]));
-        assert!(!waits(&big, &[&job(Op::Read, 5, 1 << 20)]));
-        assert!(!waits(&big, &[&job(Op::Fsync, 5, 0)]));
-        assert!(!waits(&big, &[]));
+        assert!(waits(&big, [&job(Op::Write, 5, 4096)]));
+        assert!(waits(&big, [&job(Op::Append, 5, 1 << 20)]));
+        assert!(!waits(&big, [&job(Op::Write, 6, 1 << 20)]));
+        assert!(!waits(&big, [&job(Op::Read, 5, 1 << 20)]));
+        assert!(!waits(&big, [&job(Op::Fsync, 5, 0)]));
+        assert!(!waits(&big, std::iter::empty()));
         let mut another_user = job(Op::Write, 5, 1 << 20);
         another_user.crew = 1;
-        assert!(!waits(&big, &[&another_user]));
+        assert!(!waits(&big, [&another_user]));
     }
 
     #[test]
     fn small_writes_and_other_requests_never_wait() {
         let writer = job(Op::Write, 5, 1 << 20);
-        assert!(!waits(&job(Op::Write, 5, LARGE), &[&writer]));
-        assert!(!waits(&job(Op::Read, 5, 1 << 20), &[&writer]));
-        assert!(!waits(&job(Op::Fsync, 5, 0), &[&writer]));
+        assert!(!waits(&job(Op::Write, 5, LARGE), [&writer]));
+        assert!(!waits(&job(Op::Read, 5, 1 << 20), [&writer]));
+        assert!(!waits(&job(Op::Fsync, 5, 0), [&writer]));
         let mut nearly_done = job(Op::Write, 5, 1 << 20);
         nearly_done.done = (1 << 20) - LARGE;
-        assert!(!waits(&nearly_done, &[&writer]));
+        assert!(!waits(&nearly_done, [&writer]));
     }
 
     #[test]
@@ -96,6 +91,6 @@ mod tests {
         let big = job(Op::Write, file.as_raw_fd(), 1 << 20);
         let other = job(Op::Write, again.as_raw_fd(), 4096);
         assert!(big.file.is_some());
-        assert!(waits(&big, &[&other]));
+        assert!(waits(&big, [&other]));
     }
 }
