@@ -24,6 +24,24 @@ pub fn temp_file(content: &[u8]) -> std::fs::File {
     f
 }
 
+/// A temporary file of `pages` 4 KiB pages written one page per call, so that the page
+/// cache holds it in single pages and a few of them can be dropped (see `drop_cached`).
+pub fn temp_file_by_pages(pages: usize) -> std::fs::File {
+    let mut f = temp_file(&[]);
+    for i in 0..pages {
+        f.write_all(&[i as u8; 4096]).unwrap();
+    }
+    f
+}
+
+/// Drops the cached pages of `len` bytes at `offset` of `f`, after writing them back.
+pub fn drop_cached(f: &std::fs::File, offset: i64, len: i64) {
+    use std::os::fd::AsRawFd;
+    f.sync_all().unwrap();
+    // SAFETY: advice about our own file; DONTNEED drops its clean cached pages.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+}
+
 /// The helper program next to the test binary (`target/<profile>/aio_fork_helper`; cargo
 /// builds it for the integration tests, and scripts/test.sh builds it first).
 pub fn helper_program() -> std::ffi::CString {

@@ -39,14 +39,17 @@ static MISSING: AtomicBool = AtomicBool::new(false);
 pub enum Cached {
     /// Every page of it.
     All,
-    /// Not every page: reading it would start I/O.
-    Part,
+    /// At least half of its pages, not all: a cached file some pages of which the kernel
+    /// took back. Reading it starts I/O for the missing pages only.
+    Most,
+    /// Fewer than half of its pages: most of a read would come from the disk.
+    Little,
     /// Unknown (no `cachestat`, or it refused the file).
     Unknown,
 }
 
 /// How much of `len` bytes at `offset` of the file open as `fd` is in the page cache.
-/// Pages past the end of the file are never cached: a range reaching past it is `Part`.
+/// Pages past the end of the file are never cached: they count as missing.
 pub fn of(fd: RawFd, offset: i64, len: usize) -> Cached {
     if MISSING.load(Ordering::Relaxed) || offset < 0 || len == 0 {
         return Cached::Unknown;
@@ -75,17 +78,20 @@ pub fn of(fd: RawFd, offset: i64, len: usize) -> Cached {
         }
         return Cached::Unknown;
     }
-    if stat.nr_cache >= end - first {
+    let pages = end - first;
+    if stat.nr_cache >= pages {
         Cached::All
+    } else if stat.nr_cache * 2 >= pages {
+        Cached::Most
     } else {
-        Cached::Part
+        Cached::Little
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::temp_file;
+    use crate::test_util::{drop_cached, temp_file, temp_file_by_pages};
     use std::os::fd::AsRawFd;
 
     #[test]
@@ -98,22 +104,32 @@ mod tests {
             got => {
                 assert_eq!(got, Cached::All);
                 assert_eq!(of(fd, 4096, 8192), Cached::All);
-                assert_eq!(of(fd, 60 << 10, 8 << 10), Cached::Part, "past the end");
+                assert_eq!(
+                    of(fd, 56 << 10, 16 << 10),
+                    Cached::Most,
+                    "half past the end"
+                );
+                assert_eq!(
+                    of(fd, 60 << 10, 16 << 10),
+                    Cached::Little,
+                    "most past the end"
+                );
             }
         }
     }
 
     #[test]
     fn pages_dropped_from_the_cache_are_not_counted() {
-        let f = temp_file(&vec![2u8; 256 << 10]);
+        let f = temp_file_by_pages(64);
         let fd = f.as_raw_fd();
-        f.sync_all().unwrap();
-        // SAFETY: advice about our own file; DONTNEED drops its clean cached pages.
-        unsafe { libc::posix_fadvise(fd, 0, 256 << 10, libc::POSIX_FADV_DONTNEED) };
-        match of(fd, 0, 256 << 10) {
-            Cached::Unknown => {}
+        drop_cached(&f, 4 << 12, 2 << 12);
+        let few_gone = of(fd, 0, 64 << 12);
+        drop_cached(&f, 0, 64 << 12);
+        match (few_gone, of(fd, 0, 64 << 12)) {
+            (Cached::Unknown, _) | (_, Cached::Unknown) => {}
             // tmpfs keeps its pages whatever the advice.
-            got => assert!(got == Cached::Part || is_tmpfs(fd), "{got:?}"),
+            _ if is_tmpfs(fd) => {}
+            got => assert_eq!(got, (Cached::Most, Cached::Little)),
         }
     }
 
