@@ -5,7 +5,7 @@
 //! compares all backends under the same conditions.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::backends::{
@@ -261,33 +261,37 @@ impl Bench {
                     continue;
                 }
                 for (i, &clients) in points.iter().enumerate() {
-                    for b in rotated(&BACKENDS.iter().collect::<Vec<_>>(), rep + i) {
-                        // The share's copy of rand.bin (written by the write runs) is
-                        // what must be cached, not the source.
-                        let share_file = smbd.share_path(b.name).join(file);
-                        let warm = if mode == "seqread" {
+                    // The share's copy of rand.bin (written by the write runs) is what
+                    // must be cached, not the source.
+                    let warm_of = |b: &Backend| {
+                        if mode == "seqread" {
                             source.to_path_buf()
                         } else {
-                            share_file
-                        };
-                        self.load_run(
-                            smbd,
-                            &LoadRun {
-                                backend: b,
-                                share: b.name,
-                                file,
-                                workload,
-                                mode,
-                                request_size,
-                                clients,
-                                duration,
-                                rep,
-                                max_bytes: None,
-                                idle: rep < idle_repeats,
-                                warm: Some(&warm),
-                                look_at_helpers: clients == top && mode != "seqread",
-                            },
-                        );
+                            smbd.share_path(b.name).join(file)
+                        }
+                    };
+                    let warm: Vec<PathBuf> = BACKENDS.iter().map(warm_of).collect();
+                    let run = |b: &'static Backend| LoadRun {
+                        backend: b,
+                        share: b.name,
+                        file,
+                        workload,
+                        mode,
+                        request_size,
+                        clients,
+                        duration,
+                        rep,
+                        max_bytes: None,
+                        idle: rep < idle_repeats,
+                        warm: BACKENDS
+                            .iter()
+                            .position(|x| x.name == b.name)
+                            .map(|at| warm[at].as_path()),
+                        look_at_helpers: clients == top && mode != "seqread",
+                    };
+                    self.untimed_load(smbd, &run(backends::by_name(report::REFERENCE)));
+                    for b in rotated(&BACKENDS.iter().collect::<Vec<_>>(), rep + i) {
+                        self.load_run(smbd, &run(b));
                     }
                 }
             }

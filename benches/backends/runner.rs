@@ -22,6 +22,8 @@ use crate::report::{Extra, Results, Run};
 
 /// After a run, smbd must be back to no connections within this.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the untimed load before each point of a curve runs.
+const UNTIMED_LOAD: Duration = Duration::from_secs(1);
 /// The small file each share serves first, to tell whether its backend works at all.
 pub const PROBE_FILE: &str = "probe.bin";
 pub const COLD_SECTION: &str =
@@ -223,6 +225,41 @@ impl Bench {
             "",
             vec![inline as f64],
         );
+    }
+
+    /// An untimed run of `r`'s load on the plain share, before the backends' runs at one
+    /// point of a curve. A run with many clients starts as many connection processes,
+    /// whose memory the host of a virtual machine may have taken back since it was last
+    /// used (free page reporting); the first run after a pause would pay for faulting it
+    /// in again, and the backend that runs first in a repeat would be charged for it.
+    pub fn untimed_load(&mut self, smbd: &Smbd, r: &LoadRun) {
+        let spec = RandomSpec {
+            smbload: &self.smbload,
+            share: r.share,
+            file: r.file,
+            mode: r.mode,
+            request_size: r.request_size,
+            clients: r.clients,
+            duration: UNTIMED_LOAD,
+            seed: 999,
+            max_bytes: r.max_bytes,
+            hold: None,
+            scratch: &self.scratch,
+        };
+        pagecache::settle_writeback();
+        if let Some(path) = r.warm {
+            pagecache::warm(path);
+        }
+        let hooks = load::Hooks {
+            ready: None,
+            started: None,
+            halfway: None,
+            held: None,
+        };
+        if let Err(why) = load::run_random(smbd, &spec, hooks) {
+            self.note_once(format!("untimed load before the runs failed: {why}"));
+        }
+        smbd.wait_idle(IDLE_TIMEOUT);
     }
 
     /// Several smbload clients at once on one share.
