@@ -234,22 +234,10 @@ impl Bench {
     /// in again, and the backend that runs first in a repeat would be charged for it.
     pub fn untimed_load(&mut self, smbd: &Smbd, r: &LoadRun) {
         let spec = RandomSpec {
-            smbload: &self.smbload,
-            share: r.share,
-            file: r.file,
-            mode: r.mode,
-            request_size: r.request_size,
-            clients: r.clients,
             duration: UNTIMED_LOAD,
-            seed: 999,
-            max_bytes: r.max_bytes,
             hold: None,
-            scratch: &self.scratch,
+            ..prepare_load(&self.smbload, &self.scratch, self.plan.settle, r)
         };
-        pagecache::settle_writeback();
-        if let Some(path) = r.warm {
-            pagecache::warm(path);
-        }
         let hooks = load::Hooks {
             ready: None,
             started: None,
@@ -267,24 +255,7 @@ impl Bench {
         if self.results.is_unavailable(r.workload, r.backend.name) {
             return;
         }
-        let spec = RandomSpec {
-            smbload: &self.smbload,
-            share: r.share,
-            file: r.file,
-            mode: r.mode,
-            request_size: r.request_size,
-            clients: r.clients,
-            duration: r.duration,
-            // The same offsets for every backend within one repeat.
-            seed: 1000 * (r.rep as u64 + 1),
-            max_bytes: r.max_bytes,
-            hold: r.idle.then_some(self.plan.settle),
-            scratch: &self.scratch,
-        };
-        pagecache::settle_writeback();
-        if let Some(path) = r.warm {
-            pagecache::warm(path);
-        }
+        let spec = prepare_load(&self.smbload, &self.scratch, self.plan.settle, r);
         let kind = r.backend.helpers;
         let mut helper_kib = Vec::new();
         let mut look = || {
@@ -650,5 +621,33 @@ impl Bench {
                 values,
             }),
         }
+    }
+}
+
+/// What smbload runs for `r`, once writeback has settled and `r`'s file is cached; `settle`:
+/// how long the clients stay connected after an idle run.
+fn prepare_load<'a>(
+    smbload: &'a Path,
+    scratch: &'a Path,
+    settle: Duration,
+    r: &LoadRun<'a>,
+) -> RandomSpec<'a> {
+    pagecache::settle_writeback();
+    if let Some(path) = r.warm {
+        pagecache::warm(path);
+    }
+    RandomSpec {
+        smbload,
+        share: r.share,
+        file: r.file,
+        mode: r.mode,
+        request_size: r.request_size,
+        clients: r.clients,
+        duration: r.duration,
+        // The same offsets for every backend within one repeat.
+        seed: 1000 * (r.rep as u64 + 1),
+        max_bytes: r.max_bytes,
+        hold: r.idle.then_some(settle),
+        scratch,
     }
 }
