@@ -87,14 +87,15 @@ mod tests {
 
     #[test]
     fn a_miss_sends_the_files_large_reads_to_helpers_until_a_pause() {
-        let f = temp_file(&vec![1u8; 1 << 20]);
+        let pages = 2 * LARGE / 4096;
+        let f = temp_file_by_pages(pages);
         let fd = f.as_raw_fd();
-        if !supported(fd) {
-            return;
+        drop_cached(&f, LARGE as i64, LARGE as i64);
+        if residency::of(fd, LARGE as i64, LARGE) != Cached::Little {
+            return; // No cachestat, or tmpfs: nothing was dropped.
         }
         let mut s = DiskStreams::default();
-        // Past the end of the file: pages that cannot be cached, a miss.
-        assert!(!s.try_in_smbd(fd, 1 << 20, LARGE));
+        assert!(!s.try_in_smbd(fd, LARGE as i64, LARGE));
         // Cached, but the file is streaming now.
         assert!(!s.try_in_smbd(fd, 0, LARGE));
         assert!(s.try_in_smbd(fd, 0, 4096), "small reads are not held back");
@@ -122,14 +123,15 @@ mod tests {
 
     #[test]
     fn it_follows_a_bounded_number_of_files() {
-        let f = temp_file(&vec![1u8; 4096]);
-        let mut s = DiskStreams::default();
-        if !supported(f.as_raw_fd()) {
-            return;
+        let f = temp_file_by_pages(LARGE / 4096);
+        drop_cached(&f, 0, LARGE as i64);
+        if residency::of(f.as_raw_fd(), 0, LARGE) != Cached::Little {
+            return; // No cachestat, or tmpfs: nothing was dropped.
         }
+        let mut s = DiskStreams::default();
         let files: Vec<_> = (0..MAX_FILES + 5).map(|_| f.try_clone().unwrap()).collect();
         for g in &files {
-            assert!(!s.try_in_smbd(g.as_raw_fd(), 1 << 20, LARGE));
+            assert!(!s.try_in_smbd(g.as_raw_fd(), 0, LARGE));
         }
         assert_eq!(s.last.len(), MAX_FILES);
     }

@@ -49,7 +49,8 @@ pub enum Cached {
 }
 
 /// How much of `len` bytes at `offset` of the file open as `fd` is in the page cache.
-/// Pages past the end of the file are never cached: they count as missing.
+/// Pages past the end of the file are never cached and a read does not want them: only
+/// the file's own pages of the range count.
 pub fn of(fd: RawFd, offset: i64, len: usize) -> Cached {
     if MISSING.load(Ordering::Relaxed) || offset < 0 || len == 0 {
         return Cached::Unknown;
@@ -78,7 +79,15 @@ pub fn of(fd: RawFd, offset: i64, len: usize) -> Cached {
         }
         return Cached::Unknown;
     }
-    let pages = end - first;
+    if stat.nr_cache >= end - first {
+        return Cached::All;
+    }
+    let pages = match nix::sys::stat::fstat(fd) {
+        Ok(st) => end
+            .min((st.st_size.max(0) as u64).div_ceil(page))
+            .saturating_sub(first),
+        Err(_) => end - first,
+    };
     if stat.nr_cache >= pages {
         Cached::All
     } else if stat.nr_cache * 2 >= pages {
@@ -95,8 +104,8 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     #[test]
-    fn a_file_just_written_is_all_cached_and_its_end_is_not() {
-        let f = temp_file(&vec![1u8; 64 << 10]);
+    fn a_file_just_written_is_all_cached_even_where_a_range_passes_its_end() {
+        let f = temp_file(&vec![1u8; (64 << 10) + 100]);
         let fd = f.as_raw_fd();
         match of(fd, 0, 64 << 10) {
             // No cachestat here (kernel older than 6.5, or the test's file system).
@@ -104,17 +113,22 @@ mod tests {
             got => {
                 assert_eq!(got, Cached::All);
                 assert_eq!(of(fd, 4096, 8192), Cached::All);
-                assert_eq!(
-                    of(fd, 56 << 10, 16 << 10),
-                    Cached::Most,
-                    "half past the end"
-                );
-                assert_eq!(
-                    of(fd, 60 << 10, 16 << 10),
-                    Cached::Little,
-                    "most past the end"
-                );
+                assert_eq!(of(fd, 60 << 10, 1 << 20), Cached::All, "past the end");
+                assert_eq!(of(fd, 1 << 20, 1 << 20), Cached::All, "all past the end");
             }
+        }
+    }
+
+    #[test]
+    fn a_range_passing_the_end_counts_the_files_own_pages() {
+        let f = temp_file_by_pages(4);
+        let fd = f.as_raw_fd();
+        drop_cached(&f, 0, 3 << 12);
+        // One of the file's four pages cached, 60 pages of the range past the end.
+        match of(fd, 0, 64 << 12) {
+            Cached::Unknown => {}
+            _ if is_tmpfs(fd) => {}
+            got => assert_eq!(got, Cached::Little),
         }
     }
 
