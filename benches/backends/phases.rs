@@ -271,9 +271,9 @@ impl Bench {
                         }
                     };
                     let warm: Vec<PathBuf> = BACKENDS.iter().map(warm_of).collect();
-                    let run = |b: &'static Backend| LoadRun {
-                        backend: b,
-                        share: b.name,
+                    let run = |at: usize| LoadRun {
+                        backend: &BACKENDS[at],
+                        share: BACKENDS[at].name,
                         file,
                         workload,
                         mode,
@@ -283,15 +283,14 @@ impl Bench {
                         rep,
                         max_bytes: None,
                         idle: rep < idle_repeats,
-                        warm: BACKENDS
-                            .iter()
-                            .position(|x| x.name == b.name)
-                            .map(|at| warm[at].as_path()),
+                        warm: Some(&warm[at]),
                         look_at_helpers: clients == top && mode != "seqread",
                     };
-                    self.untimed_load(smbd, &run(backends::by_name(report::REFERENCE)));
-                    for b in rotated(&BACKENDS.iter().collect::<Vec<_>>(), rep + i) {
-                        self.load_run(smbd, &run(b));
+                    let all: Vec<usize> = (0..BACKENDS.len()).collect();
+                    let plain = BACKENDS.iter().position(|b| b.name == report::REFERENCE);
+                    self.untimed_load(smbd, &run(plain.expect("the plain backend")));
+                    for at in rotated(&all, rep + i) {
+                        self.load_run(smbd, &run(at));
                     }
                 }
             }
