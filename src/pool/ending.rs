@@ -136,10 +136,17 @@ impl PoolInner {
     /// death), and the exit comes within the grace; else it fails with EIO (never the next
     /// module: it would block in the same backend).
     pub(super) fn end_timed_out(&mut self, idx: usize) {
-        let helper = self.helpers.swap_remove(idx);
-        let HelperState::Busy { job: id, .. } = helper.state else {
+        let mut helper = self.helpers.swap_remove(idx);
+        let HelperState::Busy {
+            job: id,
+            ref mut riders,
+            ..
+        } = helper.state
+        else {
             return;
         };
+        let riders = std::mem::take(riders);
+        self.queue_again(&riders);
         let in_kernel = waits_in_kernel(helper.process.pid());
         let file = self.jobs.get(&id).and_then(HungFile::of);
         let (writing, retry) = match self.jobs.get_mut(&id) {

@@ -43,6 +43,7 @@ mod residency;
 mod spawning;
 pub mod stats;
 mod submit;
+mod write_gathering;
 
 use crate::abi::ffi;
 use crate::config::Config;
@@ -65,6 +66,7 @@ use std::ptr;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 pub use submit::{Spec, Submitted};
+use write_gathering::Rider;
 
 /// A request whose helper died this many times is handed to the next module instead.
 pub const MAX_HELPER_DEATHS: u32 = 3;
@@ -251,7 +253,10 @@ enum HelperState {
     Busy {
         job: JobId,
         seq: u64,
+        /// The job's bytes in the piece.
         chunk: usize,
+        /// Writes that follow the job's, written with it (see `write_gathering`).
+        riders: Vec<Rider>,
         since: Instant,
     },
 }
@@ -336,7 +341,7 @@ impl Pool {
         let running = inner
             .helpers
             .iter()
-            .any(|h| matches!(h.state, HelperState::Busy { job: j, .. } if j == job));
+            .any(|h| matches!(&h.state, HelperState::Busy { job: j, riders, .. } if *j == job || riders.iter().any(|r| r.job == job)));
         if running {
             if let Some(j) = inner.jobs.get_mut(&job) {
                 j.req = ptr::null_mut();
@@ -442,6 +447,7 @@ impl PoolInner {
             if blocked.contains(&crew)
                 || self.held_behind_stuck_write(id)
                 || self.waits_for_file_writer(id)
+                || self.waits_to_be_gathered(id, i.checked_sub(1).map(|a| self.queue[a]))
             {
                 i += 1;
                 continue;
@@ -550,21 +556,28 @@ impl PoolInner {
             Op::Fsync | Op::Close => 0,
             _ => (job.len - job.done).min(BUFFER_SIZE),
         };
+        let riders = write_gathering::gather(job, chunk, &mut self.queue, &self.jobs);
+        let piece = write_gathering::piece_len(chunk, &riders);
         let alone = self.queue.is_empty()
             && !self
                 .helpers
                 .iter()
                 .enumerate()
                 .any(|(i, h)| i != idx && matches!(h.state, HelperState::Busy { .. }));
-        let cpus = cpu_pinning::wanted(chunk, alone);
+        let cpus = cpu_pinning::wanted(piece, alone);
         let helper = &mut self.helpers[idx];
         helper.pinning.place(helper.process.pid(), cpus, &self.cpus);
-        helper.buffer_used |= chunk > 0;
+        helper.buffer_used |= piece > 0;
         if job.op.writes() && chunk > 0 {
             // SAFETY: job.data is smbd's live buffer of job.len bytes (the job is forgotten
             // before smbd frees it); the helper is idle, so nobody else uses its buffer.
             let src = unsafe { std::slice::from_raw_parts(job.data.add(job.done), chunk) };
             helper.process.buffer()[..chunk].copy_from_slice(src);
+            write_gathering::copy_riders(
+                &self.jobs,
+                &riders,
+                &mut helper.process.buffer()[chunk..],
+            );
         }
         let seq = self.ids.next_seq();
         let req = Request {
@@ -576,10 +589,11 @@ impl PoolInner {
                 0
             },
             offset: job.offset.wrapping_add(job.done as i64),
-            len: chunk as u64,
+            len: piece as u64,
         };
         tracing::trace!(
-            op = ?job.op, offset = req.offset, len = chunk, helper = helper.process.pid(),
+            op = ?job.op, offset = req.offset, len = piece, riders = riders.len(),
+            helper = helper.process.pid(),
             "request sent to helper"
         );
         let sent = helper.process.send(&req, job.fd);
@@ -587,6 +601,7 @@ impl PoolInner {
             job: id,
             seq,
             chunk,
+            riders,
             since: Instant::now(),
         };
         if let Err(e) = sent {
@@ -621,24 +636,31 @@ impl PoolInner {
             }
             ReplyRead::Reply(r) => r,
         };
-        let (job_id, chunk) = match self.helpers[idx].state {
+        let (job_id, chunk, riders) = match &self.helpers[idx].state {
             HelperState::Busy {
-                job, seq, chunk, ..
-            } if seq == reply.seq => (job, chunk),
+                job,
+                seq,
+                chunk,
+                riders,
+                ..
+            } if *seq == reply.seq => (*job, *chunk, riders.clone()),
             _ => {
                 self.broke_protocol(idx, format_args!("a reply to nothing asked: {reply:?}"));
                 self.pump();
                 return;
             }
         };
-        if !protocol::reply_is_valid(reply.result, chunk) {
+        let piece = write_gathering::piece_len(chunk, &riders);
+        if !protocol::reply_is_valid(reply.result, piece) {
             let result = reply.result;
-            let what = format_args!("result {result} for a piece of {chunk} bytes");
+            let what = format_args!("result {result} for a piece of {piece} bytes");
             self.broke_protocol(idx, what);
             self.pump();
             return;
         }
-        if self.advance(idx, job_id, chunk, reply.result, reply.duration_ns) {
+        let (result, duration_ns) =
+            self.settle_riders(idx, chunk, &riders, reply.result, reply.duration_ns);
+        if self.advance(idx, job_id, chunk, result, duration_ns) {
             if !self.start_on(idx, job_id) {
                 self.pump();
                 self.arm_timer();
@@ -652,7 +674,7 @@ impl PoolInner {
     }
 
     /// Accounts a reply to job `id`; true when the job has another piece to send.
-    fn advance(
+    pub(super) fn advance(
         &mut self,
         idx: usize,
         id: JobId,
@@ -744,9 +766,13 @@ impl PoolInner {
     fn bury(&mut self, idx: usize, delivered: bool) {
         self.stats.helper_deaths += 1;
         let state = self.remove_helper(idx);
-        let HelperState::Busy { job: id, .. } = state else {
+        let HelperState::Busy {
+            job: id, riders, ..
+        } = state
+        else {
             return;
         };
+        self.queue_again(&riders);
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };

@@ -16,6 +16,9 @@ pub struct Stats {
     /// Writes done whole in smbd without a helper (also counted in `pwrites` and
     /// `pwrite_bytes`).
     pub inline_pwrites: u64,
+    /// Writes carried in the helper write of the write they continue (see
+    /// `write_gathering`; also counted in `pwrites` and `pwrite_bytes`).
+    pub gathered_pwrites: u64,
     /// Helpers forked.
     pub spawned: u64,
     /// Zygotes started (one per user of the share, each time one is needed).
@@ -87,7 +90,7 @@ impl fmt::Display for Stats {
              queue_overflows={} inline_preads={} zygotes={} zygote_us_max={} spawn_us_max={} process_limited={} \
              timeouts={} stuck={} stuck_max={} inline_pwrites={} violations={} zygote_failures={} \
              latency_us_p50={} latency_us_p90={} latency_us_p99={} \
-             device_hangs={} probes={} hung_refusals={} closes_handed={}",
+             device_hangs={} probes={} hung_refusals={} closes_handed={} gathered_pwrites={}",
             self.preads,
             self.pread_bytes,
             self.pwrites,
@@ -118,7 +121,8 @@ impl fmt::Display for Stats {
             self.device_hangs,
             self.probes,
             self.hung_refusals,
-            self.closes_handed
+            self.closes_handed,
+            self.gathered_pwrites
         )
     }
 }
@@ -158,6 +162,7 @@ mod tests {
             probes: 26,
             hung_refusals: 27,
             closes_handed: 28,
+            gathered_pwrites: 29,
             latency: Histogram::default(),
         };
         assert_eq!(
@@ -165,7 +170,7 @@ mod tests {
             "preads=1 pread_bytes=2 pwrites=3 pwrite_bytes=4 fsyncs=5 spawned=6 culled=7 \
              retries=8 fallbacks=9 queue_max=10 helper_deaths=11 hung=12 queue_overflows=13 inline_preads=14 \
              zygotes=15 zygote_us_max=18 spawn_us_max=16 process_limited=17 timeouts=19 stuck=20 stuck_max=21 inline_pwrites=22 violations=23 zygote_failures=24 latency_us_p50=0 latency_us_p90=0 latency_us_p99=0 \
-             device_hangs=25 probes=26 hung_refusals=27 closes_handed=28"
+             device_hangs=25 probes=26 hung_refusals=27 closes_handed=28 gathered_pwrites=29"
         );
     }
 

@@ -1077,3 +1077,155 @@ fn a_helpers_watch_is_freed_before_its_socket_closes() {
     drop(copy);
     assert_eq!(t.pool.stats().helper_deaths, 1);
 }
+
+/// `base` with each of `writes` (offset, bytes) written over it.
+fn written_over(base: &[u8], writes: &[(usize, &[u8])]) -> Vec<u8> {
+    let mut out = base.to_vec();
+    for (offset, bytes) in writes {
+        out[*offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+    out
+}
+
+fn content_of(file: &mut std::fs::File) -> Vec<u8> {
+    let mut back = Vec::new();
+    file.rewind().unwrap();
+    file.read_to_end(&mut back).unwrap();
+    back
+}
+
+/// Whether job `id` rides along with another job's write in a helper now.
+fn is_carried(pool: &Pool, id: JobId) -> bool {
+    pool.inner.borrow().helpers.iter().any(|h| {
+        matches!(&h.state, HelperState::Busy { riders, .. } if riders.iter().any(|r| r.job == id))
+    })
+}
+
+/// Sequential writes of one file, from its start, submitted in order with tags 1, 2, ...
+/// and queued; their jobs.
+fn submit_sequential(t: &Fixture, pieces: &mut [Vec<u8>]) -> Vec<JobId> {
+    let mut offset = 0;
+    let mut ids = Vec::new();
+    for (k, piece) in pieces.iter_mut().enumerate() {
+        let len = piece.len();
+        match submit(&t.pool, 1 + k, Op::Write, t.file.as_raw_fd(), offset, piece) {
+            Submitted::Queued(id) => ids.push(id),
+            other => panic!("write {k} not queued: {other:?}"),
+        }
+        offset += len as i64;
+    }
+    ids
+}
+
+#[test]
+fn writes_that_continue_one_in_flight_are_gathered_into_one_helper_write() {
+    const PIECE: usize = 128 << 10;
+    let mut t = Fixture::new(config(), 8 * PIECE, 0);
+    let stopped = stop_first_helper(&t.lp, &t.pool);
+    let mut pieces: Vec<Vec<u8>> = (0..4).map(|k| pattern(PIECE, 10 + k)).collect();
+    submit_sequential(&t, &mut pieces);
+    // A write of the same file that continues none waits for nothing.
+    let mut apart = pattern(4096, 20);
+    submit(
+        &t.pool,
+        9,
+        Op::Write,
+        t.file.as_raw_fd(),
+        6 * PIECE as i64,
+        &mut apart,
+    );
+    t.lp.run_until("the write that continues none", LONG, || {
+        outcome_of(9).is_some()
+    });
+    let held_until = Instant::now() + Duration::from_millis(300);
+    t.lp.run_until("a while", LONG, || Instant::now() > held_until);
+    let early: Vec<usize> = (2..=4).filter(|&k| outcome_of(k).is_some()).collect();
+    assert!(
+        early.is_empty(),
+        "written by helpers of their own: {early:?}"
+    );
+
+    signal(stopped, nix::sys::signal::Signal::SIGCONT);
+    t.lp.run_until("the four writes", LONG, || {
+        (1..=4).all(|k| outcome_of(k).is_some())
+    });
+    for k in 1..=4 {
+        assert_eq!(outcome_of(k), Some(served(k, PIECE as isize)));
+    }
+    let stats = t.pool.stats();
+    // The second write took the third and fourth along.
+    assert_eq!((stats.pwrites, stats.gathered_pwrites), (5, 2));
+    let mut writes: Vec<(usize, &[u8])> = pieces
+        .iter()
+        .enumerate()
+        .map(|(k, p)| (k * PIECE, &p[..]))
+        .collect();
+    writes.push((6 * PIECE, &apart));
+    let expected = written_over(&t.data, &writes);
+    assert!(content_of(&mut t.file) == expected, "file content differs");
+}
+
+#[test]
+fn writes_carried_by_a_helper_that_died_are_written_again() {
+    const PIECE: usize = 64 << 10;
+    let cfg = Config {
+        min_helpers: 1,
+        max_helpers: 1,
+        // Every request waits 5 ms or more in its helper before it is done.
+        erratic_testing_mode: true,
+        ..config()
+    };
+    let mut t = Fixture::new(cfg, 4 * PIECE, 0);
+    warm_up(&t.lp, &t.pool);
+    let mut pieces: Vec<Vec<u8>> = (0..4).map(|k| pattern(PIECE, 30 + k)).collect();
+    let ids = submit_sequential(&t, &mut pieces);
+    t.lp.run_until("the first write", LONG, || outcome_of(1).is_some());
+    // Its reply sent the other three to the same helper as one write, which it has
+    // not begun yet.
+    assert!(is_carried(&t.pool, ids[2]) && is_carried(&t.pool, ids[3]));
+    let carrier = t.pool.helper_pids()[0];
+    signal(carrier, nix::sys::signal::Signal::SIGKILL);
+    t.lp.run_until("the other writes", LONG, || {
+        (2..=4).all(|k| outcome_of(k).is_some())
+    });
+    for k in 1..=4 {
+        assert_eq!(outcome_of(k), Some(served(k, PIECE as isize)));
+    }
+    let stats = t.pool.stats();
+    assert_eq!((stats.helper_deaths, stats.retries), (1, 1));
+    // Counted once: by the write that went through, not by the one that died.
+    assert_eq!((stats.pwrites, stats.gathered_pwrites), (4, 2));
+    let writes: Vec<(usize, &[u8])> = pieces
+        .iter()
+        .enumerate()
+        .map(|(k, p)| (k * PIECE, &p[..]))
+        .collect();
+    let expected = written_over(&t.data, &writes);
+    assert!(content_of(&mut t.file) == expected, "file content differs");
+    assert!(gone_soon(carrier), "carrier not reaped");
+}
+
+#[test]
+fn a_carried_write_smbd_freed_is_never_completed() {
+    const PIECE: usize = 64 << 10;
+    let cfg = Config {
+        min_helpers: 1,
+        max_helpers: 1,
+        erratic_testing_mode: true,
+        ..config()
+    };
+    let t = Fixture::new(cfg, 4 * PIECE, 0);
+    warm_up(&t.lp, &t.pool);
+    let mut pieces: Vec<Vec<u8>> = (0..3).map(|k| pattern(PIECE, 40 + k)).collect();
+    let ids = submit_sequential(&t, &mut pieces);
+    t.lp.run_until("the first write", LONG, || outcome_of(1).is_some());
+    // The second write carries the third, which smbd now frees.
+    assert!(is_carried(&t.pool, ids[2]));
+    t.pool.forget(ids[2], 3 as *mut ffi::tevent_req);
+    t.lp.run_until("the second write", LONG, || outcome_of(2).is_some());
+    assert_eq!(outcome_of(2), Some(served(2, PIECE as isize)));
+    let settled = Instant::now() + Duration::from_millis(100);
+    t.lp.run_until("a while", LONG, || Instant::now() > settled);
+    assert_eq!(outcome_of(3), None);
+    assert!(t.pool.inner.borrow().jobs.is_empty(), "a job is left over");
+}
