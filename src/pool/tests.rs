@@ -1094,6 +1094,28 @@ fn content_of(file: &mut std::fs::File) -> Vec<u8> {
     back
 }
 
+/// Runs the loop until writes `tags` are answered; each must be served whole.
+fn all_served(t: &Fixture, tags: std::ops::RangeInclusive<usize>, len: usize) {
+    t.lp.run_until("the writes", LONG, || {
+        tags.clone().all(|k| outcome_of(k).is_some())
+    });
+    for k in tags {
+        assert_eq!(outcome_of(k), Some(served(k, len as isize)));
+    }
+}
+
+/// `pieces` as (offset, bytes), one after the other from the file's start.
+fn one_after_another(pieces: &[Vec<u8>]) -> Vec<(usize, &[u8])> {
+    let mut offset = 0;
+    pieces
+        .iter()
+        .map(|p| {
+            offset += p.len();
+            (offset - p.len(), &p[..])
+        })
+        .collect()
+}
+
 /// Whether job `id` rides along with another job's write in a helper now.
 fn is_carried(pool: &Pool, id: JobId) -> bool {
     pool.inner.borrow().helpers.iter().any(|h| {
@@ -1146,84 +1168,61 @@ fn writes_that_continue_one_in_flight_are_gathered_into_one_helper_write() {
     );
 
     signal(stopped, nix::sys::signal::Signal::SIGCONT);
-    t.lp.run_until("the four writes", LONG, || {
-        (1..=4).all(|k| outcome_of(k).is_some())
-    });
-    for k in 1..=4 {
-        assert_eq!(outcome_of(k), Some(served(k, PIECE as isize)));
-    }
+    all_served(&t, 1..=4, PIECE);
     let stats = t.pool.stats();
     // The second write took the third and fourth along.
     assert_eq!((stats.pwrites, stats.gathered_pwrites), (5, 2));
-    let mut writes: Vec<(usize, &[u8])> = pieces
-        .iter()
-        .enumerate()
-        .map(|(k, p)| (k * PIECE, &p[..]))
-        .collect();
+    let mut writes = one_after_another(&pieces);
     writes.push((6 * PIECE, &apart));
     let expected = written_over(&t.data, &writes);
     assert!(content_of(&mut t.file) == expected, "file content differs");
 }
 
-#[test]
-fn writes_carried_by_a_helper_that_died_are_written_again() {
+/// Writes of 64 KiB, one after the other, to a pool of one helper that waits 5 ms or more
+/// before each request (erratic testing mode); returns once the first is answered, when
+/// its reply has sent the others to that helper as one write, not begun yet.
+fn carried_writes(n: usize, seed: u8) -> (Fixture, Vec<Vec<u8>>, Vec<JobId>) {
     const PIECE: usize = 64 << 10;
     let cfg = Config {
         min_helpers: 1,
         max_helpers: 1,
-        // Every request waits 5 ms or more in its helper before it is done.
         erratic_testing_mode: true,
         ..config()
     };
-    let mut t = Fixture::new(cfg, 4 * PIECE, 0);
+    let t = Fixture::new(cfg, n * PIECE, 0);
     warm_up(&t.lp, &t.pool);
-    let mut pieces: Vec<Vec<u8>> = (0..4).map(|k| pattern(PIECE, 30 + k)).collect();
+    let mut pieces: Vec<Vec<u8>> = (0..n).map(|k| pattern(PIECE, seed + k as u8)).collect();
     let ids = submit_sequential(&t, &mut pieces);
     t.lp.run_until("the first write", LONG, || outcome_of(1).is_some());
-    // Its reply sent the other three to the same helper as one write, which it has
-    // not begun yet.
-    assert!(is_carried(&t.pool, ids[2]) && is_carried(&t.pool, ids[3]));
+    // The second write is the helper's job, the ones after it ride along.
+    for id in &ids[2..] {
+        assert!(is_carried(&t.pool, *id), "job {id} not carried");
+    }
+    (t, pieces, ids)
+}
+
+#[test]
+fn writes_carried_by_a_helper_that_died_are_written_again() {
+    let (mut t, pieces, _) = carried_writes(4, 30);
     let carrier = t.pool.helper_pids()[0];
     signal(carrier, nix::sys::signal::Signal::SIGKILL);
-    t.lp.run_until("the other writes", LONG, || {
-        (2..=4).all(|k| outcome_of(k).is_some())
-    });
-    for k in 1..=4 {
-        assert_eq!(outcome_of(k), Some(served(k, PIECE as isize)));
-    }
+    all_served(&t, 1..=4, pieces[0].len());
     let stats = t.pool.stats();
     assert_eq!((stats.helper_deaths, stats.retries), (1, 1));
     // Counted once: by the write that went through, not by the one that died.
     assert_eq!((stats.pwrites, stats.gathered_pwrites), (4, 2));
-    let writes: Vec<(usize, &[u8])> = pieces
-        .iter()
-        .enumerate()
-        .map(|(k, p)| (k * PIECE, &p[..]))
-        .collect();
-    let expected = written_over(&t.data, &writes);
+    let expected = written_over(&t.data, &one_after_another(&pieces));
     assert!(content_of(&mut t.file) == expected, "file content differs");
     assert!(gone_soon(carrier), "carrier not reaped");
 }
 
 #[test]
 fn a_carried_write_smbd_freed_is_never_completed() {
-    const PIECE: usize = 64 << 10;
-    let cfg = Config {
-        min_helpers: 1,
-        max_helpers: 1,
-        erratic_testing_mode: true,
-        ..config()
-    };
-    let t = Fixture::new(cfg, 4 * PIECE, 0);
-    warm_up(&t.lp, &t.pool);
-    let mut pieces: Vec<Vec<u8>> = (0..3).map(|k| pattern(PIECE, 40 + k)).collect();
-    let ids = submit_sequential(&t, &mut pieces);
-    t.lp.run_until("the first write", LONG, || outcome_of(1).is_some());
+    let (t, pieces, ids) = carried_writes(3, 40);
     // The second write carries the third, which smbd now frees.
-    assert!(is_carried(&t.pool, ids[2]));
     t.pool.forget(ids[2], 3 as *mut ffi::tevent_req);
     t.lp.run_until("the second write", LONG, || outcome_of(2).is_some());
-    assert_eq!(outcome_of(2), Some(served(2, PIECE as isize)));
+    assert_eq!(outcome_of(2), Some(served(2, pieces[1].len() as isize)));
     let settled = Instant::now() + Duration::from_millis(100);
     t.lp.run_until("a while", LONG, || Instant::now() > settled);
     assert_eq!(outcome_of(3), None);
