@@ -261,6 +261,18 @@ enum HelperState {
     },
 }
 
+impl HelperState {
+    /// Whether the helper is doing job `id`: as its own job or carried along.
+    fn holds(&self, id: JobId) -> bool {
+        match self {
+            HelperState::Busy { job, riders, .. } => {
+                *job == id || riders.iter().any(|r| r.job == id)
+            }
+            HelperState::Idle(_) => false,
+        }
+    }
+}
+
 /// Pools of this process get distinct ids, never reused.
 fn next_pool_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -338,10 +350,7 @@ impl Pool {
         };
         inner.completing.retain(|a| a.req() != req);
         inner.queue.retain(|&id| id != job);
-        let running = inner
-            .helpers
-            .iter()
-            .any(|h| matches!(&h.state, HelperState::Busy { job: j, riders, .. } if *j == job || riders.iter().any(|r| r.job == job)));
+        let running = inner.helpers.iter().any(|h| h.state.holds(job));
         if running {
             if let Some(j) = inner.jobs.get_mut(&job) {
                 j.req = ptr::null_mut();
