@@ -253,13 +253,14 @@ impl Cluster {
             shares: shares.to_vec(),
         };
         cluster.wait_healthy();
+        // One node at a time: smbd claims its version under a clustered lock, read then
+        // upgraded to write, and two smbds starting at once can each hold the read lock
+        // the other's upgrade waits for (NT_STATUS_POSSIBLE_DEADLOCK: one exits at start).
         for node in &mut cluster.nodes {
             add_user(&node.conf);
             let child = spawn_smbd(&node.dir, &node.conf);
             node.smbd_pid = child.id();
             node.smbd = Some(child);
-        }
-        for node in &cluster.nodes {
             wait_port(node);
         }
         cluster
