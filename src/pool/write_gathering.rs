@@ -207,10 +207,10 @@ impl PoolInner {
         self.helpers.iter().any(|h| match &h.state {
             HelperState::Busy {
                 job: first, riders, ..
-            } => self.jobs.get(first).is_some_and(|f| {
-                let carried: usize = riders.iter().map(|r| r.len).sum();
-                continues(job, f, f.len + carried)
-            }),
+            } => self
+                .jobs
+                .get(first)
+                .is_some_and(|f| continues(job, f, piece_len(f.len, riders))),
             HelperState::Idle(_) => false,
         })
     }
